@@ -1,0 +1,234 @@
+"""The one place the pipeline is wired: question -> passages -> evidence -> generation -> checked citations."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from rag.chunk import sentence_spans
+from rag.cite import Citation, Evidence, attribute
+from rag.config import Config, load_config
+from rag.embed import Embedder
+from rag.errors import RagError
+from rag.generate import Generator, load_prompt
+from rag.index import Index, load_index
+from rag.ingest import Article
+from rag.normalize import is_arabic, normalize, terms
+from rag.retrieve import Mode, Passage, search
+
+STOP = ["\n\n", "المقاطع:", "السؤال:", "<|im_end|>", "<|endoftext|>"]
+_REFUSALS = ("لا تتضمن المصادر", "لا تتضمن المقاطع", "لا توجد اجابه", "do not contain", "not in the sources")
+_REFERRING = frozenset(
+    normalize(w) for w in "ذلك هذا هذه تلك هو هي هم حينها عندها وقتها it that this they he she".split()
+)
+
+
+@dataclass
+class Answer:
+    """What the assistant says: a short answer whose sentences carry [n] markers, or a refusal."""
+
+    question: str
+    text: str
+    citations: list[Citation]
+    refused: bool
+    passages: list[Passage]
+    timings: dict[str, float] = field(default_factory=dict)
+    raw: str = ""  # the model's reply before checking
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `rag ask --json`."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "refused": self.refused,
+            "citations": [c.to_dict() for c in self.citations],
+            "passages": [p.to_dict() for p in self.passages],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def check_question(question: object, max_chars: int) -> str:
+    """The question cleaned of control characters, or a RagError that says what is wrong with it."""
+    if isinstance(question, bytes):
+        question = question.decode("utf-8", errors="replace")
+    if not isinstance(question, str):
+        raise RagError("the question must be text")
+    cleaned = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in question.replace("\ufffd", " "))
+    cleaned = " ".join(cleaned.split())
+    if not cleaned:
+        raise RagError("the question is empty: type a question about the articles")
+    if len(cleaned) > max_chars:
+        raise RagError(f"the question is {len(cleaned)} characters long; the limit is {max_chars}")
+    if not any(c.isalnum() for c in cleaned):
+        raise RagError("the question has no words in it: type a question about the articles")
+    return cleaned
+
+
+def rewrite_followup(question: str, previous: Sequence[str], template: str) -> str:
+    """Fold the previous question into a follow-up that cannot stand alone ('ومتى حدث ذلك؟')."""
+    if not previous:
+        return question
+    words = {w[1:] if w.startswith("و") and len(w) > 3 else w for w in normalize(question).split()}
+    content = terms(question)
+    if len(content) > 3 and not words & _REFERRING:
+        return question
+    return template.format(previous=previous[-1], question=question)
+
+
+def select_evidence(question: str, passages: list[Passage], limit: int, idf) -> list[Evidence]:
+    """The sentences of the retrieved passages that best cover the question's terms, in reading order."""
+    wanted = set(terms(question))
+    total = sum(idf(t) for t in wanted) or 1.0
+    scored = []
+    for rank, passage in enumerate(passages):
+        chunk = passage.chunk
+        for s, e in sentence_spans(chunk.text):
+            sentence_terms = set(terms(chunk.text[s:e]))
+            coverage = sum(idf(t) for t in wanted & sentence_terms) / total
+            # Coverage decides; the passage's similarity and rank break ties between sentences.
+            score = coverage + 0.2 * passage.dense - 0.01 * rank
+            scored.append((score, coverage, rank, s, e, passage))
+    best = sorted(scored, key=lambda x: -x[0])[:limit]
+    best.sort(key=lambda x: (x[2], x[3]))
+    numbers: dict[int, int] = {}
+    evidence = []
+    for _, _, rank, s, e, passage in best:
+        n = numbers.setdefault(rank, len(numbers) + 1)
+        c = passage.chunk
+        evidence.append(Evidence(n, c.article_id, c.title, c.date, c.start + s, c.start + e, c.text[s:e]))
+    return evidence
+
+
+def format_evidence(evidence: list[Evidence]) -> str:
+    """'[n] (title، date) sentence sentence' lines, one per passage."""
+    lines: dict[int, list[str]] = {}
+    heads: dict[int, str] = {}
+    for ev in evidence:
+        heads[ev.n] = f"[{ev.n}] ({ev.title}{'، ' + ev.date if ev.date else ''})"
+        lines.setdefault(ev.n, []).append(ev.text)
+    return "\n".join(f"{heads[n]} {' '.join(lines[n])}" for n in sorted(lines))
+
+
+def clean_reply(reply: str) -> str:
+    """The answer part of a model reply: no echoed prompt headers, at most three sentences."""
+    text = reply.strip()
+    text = re.sub(r"^(الاجابة|الإجابة|الجواب|Answer)\s*[:：]\s*", "", text)
+    text = re.split(r"\n\s*(?:المقاطع|السؤال|\[\d+\]\s*\()", text)[0]
+    text = " ".join(line.strip(" -•*") for line in text.splitlines() if line.strip())
+    spans = sentence_spans(text)[:3]
+    return text[: spans[-1][1]] if spans else ""
+
+
+def is_refusal(reply: str) -> bool:
+    """True when the model says the sources do not hold the answer."""
+    norm = normalize(reply)
+    return not norm.strip() or any(normalize(r) in norm for r in _REFUSALS)
+
+
+class Assistant:
+    """Answers questions about the indexed articles, citing the passages that support each sentence."""
+
+    def __init__(self, config: Config, embedder: Embedder, index: Index, generator: Generator | None = None):
+        self.config = config
+        self.embedder = embedder
+        self.index = index
+        self._generator = generator
+
+    @classmethod
+    def load(cls, config: Config | None = None, generator: Generator | None = None) -> Assistant:
+        """Load the embedder and the index named by the config; the generator loads on first use."""
+        from rag.embed import SentenceTransformerEmbedder
+        from rag.models import resolve
+
+        config = config or load_config()
+        index = load_index(config.index_dir)
+        embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
+        index.check_compatible(embedder.id, config.chunk_size, config.chunk_overlap)
+        return cls(config, embedder, index, generator)
+
+    @property
+    def generator(self) -> Generator:
+        """The generator, loaded once per process on first use."""
+        if self._generator is None:
+            from rag.generate import LlamaGenerator
+            from rag.models import resolve
+
+            c = self.config
+            path = resolve(c.generator, c.models_dir, "generator")
+            self._generator = LlamaGenerator(path, c.n_ctx, c.n_threads, c.n_batch, c.n_gpu_layers, c.temperature)
+        return self._generator
+
+    def article(self, source: str) -> Article:
+        """An indexed article by file name (only indexed articles can be read this way)."""
+        if source not in self.index.articles:
+            raise RagError(f"no indexed article named {source!r}")
+        return self.index.articles[source]
+
+    def search(self, question: str, k: int | None = None, mode: Mode = "hybrid") -> list[Passage]:
+        """The passages that best match a question."""
+        question = check_question(question, self.config.max_question_chars)
+        return search(self.index, self.embedder, question, k or self.config.top_k, mode)
+
+    def ask(self, question: str, history: Sequence[str] = ()) -> Answer:
+        """Answer a question (history: the earlier questions of the conversation, oldest first)."""
+        *_, answer = self.stream(question, history)
+        return answer
+
+    def stream(self, question: str, history: Sequence[str] = ()) -> Iterator[str | Answer]:
+        """Yield the answer's tokens as the model writes them, then the checked Answer."""
+        started = time.perf_counter()
+        question = check_question(question, self.config.max_question_chars)
+        prompts = self.config.prompts_dir
+        full_question = rewrite_followup(question, list(history), load_prompt("followup", prompts))
+        passages = search(self.index, self.embedder, full_question, self.config.top_k)
+        evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.index.idf)
+        timings = {"retrieve": time.perf_counter() - started}
+        if not self._answerable(full_question, evidence):
+            timings["total"] = time.perf_counter() - started
+            yield self._refusal(question, passages, timings, "")
+            return
+        messages = self._messages(full_question, evidence)
+        pieces: list[str] = []
+        for piece in self.generator.generate(messages, self.config.max_tokens, STOP):
+            if not pieces:
+                timings["first_token"] = time.perf_counter() - started
+            pieces.append(piece)
+            yield piece
+        reply = "".join(pieces)
+        timings["generate"] = time.perf_counter() - started - timings["retrieve"]
+        timings["total"] = time.perf_counter() - started
+        text, citations = attribute(clean_reply(reply), evidence) if not is_refusal(reply) else ("", [])
+        if not any(c.supported for c in citations):
+            yield self._refusal(question, passages, timings, reply)
+            return
+        yield Answer(question, text, citations, False, passages, timings, reply)
+
+    def _answerable(self, question: str, evidence: list[Evidence]) -> bool:
+        """Refuse before generating when no evidence sentence shares a content term with the question."""
+        wanted = set(terms(question))
+        return bool(evidence) and (not wanted or any(wanted & set(terms(e.text)) for e in evidence))
+
+    def _messages(self, question: str, evidence: list[Evidence]) -> list[dict]:
+        """System prompt and a worked example (a fixed prefix, cached by llama.cpp), then evidence and question."""
+        prompts = self.config.prompts_dir
+        budget = self.config.n_ctx - self.config.max_tokens - 64
+        count = getattr(self.generator, "count_tokens", lambda text: math.ceil(len(text) / 2))
+        while True:
+            messages = [
+                {"role": "system", "content": load_prompt("system", prompts)},
+                {"role": "user", "content": load_prompt("example_question", prompts)},
+                {"role": "assistant", "content": load_prompt("example_answer", prompts)},
+                {"role": "user", "content": load_prompt("question", prompts).format(
+                    passages=format_evidence(evidence), question=question)},
+            ]
+            if len(evidence) <= 1 or count("\n".join(m["content"] for m in messages)) + 16 * len(messages) <= budget:
+                return messages
+            evidence = evidence[:-1]  # keep the prompt inside n_ctx: drop the weakest-placed sentence
+
+    def _refusal(self, question: str, passages: list[Passage], timings: dict, reply: str) -> Answer:
+        name = "refusal" if is_arabic(question) else "refusal.en"
+        return Answer(question, load_prompt(name, self.config.prompts_dir), [], True, passages, timings, reply)

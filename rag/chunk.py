@@ -1,0 +1,69 @@
+"""Split articles into passages (with offsets into the article text) and passages into sentences."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from rag.ingest import Article
+
+# Paragraphs first, then lines, then Arabic and Latin sentence ends, then clause marks, then words.
+SEPARATORS = ["\n\n", "\n", ". ", "؟", "?", "!", "؛", "،", ", ", " ", ""]
+_SENTENCE_END = re.compile(r"(?<=[.!?؟؛])[\"”»)]*\s+|\n+")
+
+
+@dataclass
+class Chunk:
+    """A passage of one article; text == article.text[start:end]."""
+
+    id: str
+    article_id: str
+    title: str
+    date: str | None
+    start: int
+    end: int
+    text: str
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def chunk_article(article: Article, size: int, overlap: int) -> list[Chunk]:
+    """Cut an article into passages of about `size` characters that end at sentence boundaries."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=size,
+        chunk_overlap=overlap,
+        separators=SEPARATORS,
+        keep_separator="end",
+        strip_whitespace=True,
+    )
+    chunks, cursor = [], 0
+    for piece in splitter.split_text(article.text):
+        start = article.text.find(piece, max(0, cursor - overlap - len(piece)))
+        if start < 0:  # cannot happen for stripped pieces of the text; guard the invariant anyway
+            start = article.text.find(piece)
+        end = start + len(piece)
+        cursor = end
+        chunks.append(Chunk(f"{article.id}#{len(chunks)}", article.id, article.title, article.date, start, end, piece))
+    return chunks
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence in text, trimmed of surrounding white space."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        spans.append((start, m.start() + len(m.group(0).rstrip())))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
+    return out

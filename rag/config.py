@@ -1,0 +1,84 @@
+"""Settings: defaults < rag.toml < RAG_* environment variables < explicit overrides (CLI flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rag.errors import RagError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = Path(os.environ.get("RAG_CACHE", Path.home() / ".cache" / "arabic-rag"))
+
+
+@dataclass
+class Config:
+    """Every setting of the assistant, in one place."""
+
+    seeds_dir: Path = Path("seeds")
+    index_dir: Path = Path("index")
+    prompts_dir: Path = PACKAGE_ROOT / "prompts"
+    models_dir: Path = CACHE_DIR / "models"
+    # A registered model name (see rag.models.MODELS) or a path to a local folder / .gguf file.
+    embedder: str = "embeddinggemma-300m"
+    generator: str = "qwen2.5-coder-1.5b"
+    chunk_size: int = 600
+    chunk_overlap: int = 80
+    top_k: int = 4
+    evidence_sentences: int = 4
+    n_ctx: int = 2048
+    n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    n_batch: int = 512
+    n_gpu_layers: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 96
+    max_question_chars: int = 1000
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str = ""  # "user:password" turns on a login page in the UI
+    concurrency: int = 1  # answers generated at once by the UI (one model, one CPU)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed (values are coerced to the field's type)."""
+        return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items()})
+
+
+def _coerce(config: Config, name: str, value: Any) -> Any:
+    types = {f.name: type(getattr(config, f.name)) for f in fields(config)}
+    if name not in types:
+        raise RagError(f"unknown setting {name!r}; known: {', '.join(sorted(types))}")
+    kind = types[name]
+    if isinstance(value, kind) and kind is not bool:
+        return value
+    try:
+        if issubclass(kind, Path):
+            return Path(str(value)).expanduser()
+        if kind is bool:
+            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise RagError(f"setting {name}: cannot read {value!r} as {kind.__name__}") from e
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
+    """Build the config from rag.toml (if present), RAG_* variables, then overrides."""
+    config = Config()
+    toml_path = Path(path) if path else Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+    if toml_path.exists():
+        try:
+            config = config.replace(**tomllib.loads(toml_path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as e:
+            raise RagError(f"{toml_path} is not valid TOML: {e}") from e
+    elif path:
+        raise RagError(f"config file {toml_path} not found")
+    from_env = {
+        f.name: os.environ[f"RAG_{f.name.upper()}"]
+        for f in fields(config)
+        if f"RAG_{f.name.upper()}" in os.environ
+    }
+    config = config.replace(**from_env)
+    return config.replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,70 @@
+"""Embedders: text -> unit-length float32 vectors. The default is EmbeddingGemma via sentence-transformers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from rag.errors import RagError
+
+Kind = Literal["query", "document"]
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into L2-normalized vectors."""
+
+    id: str  # identifies the model and its weights; stored in the index manifest
+    dims: int
+
+    def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """Vectors of shape (len(texts), dims), float32, unit length."""
+        ...
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Cheap identity of a model folder: file names and sizes, plus the bytes of its small files."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder)}:{size}\n".encode())
+        if size < 1_000_000:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model folder, run on the CPU by default."""
+
+    def __init__(self, folder: Path, device: str = "cpu", batch_size: int = 16):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise RagError("sentence-transformers is not installed: pip install -e . (see README)") from e
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        except Exception as e:  # a broken folder raises many kinds of errors; say which folder
+            raise RagError(f"cannot load the embedding model from {folder}: {e}") from e
+        self.id = f"{Path(folder).name}@{folder_fingerprint(Path(folder))}"
+        get_dims = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dims = int(get_dims())
+        self.batch_size = batch_size
+        self.prompts = set(getattr(self.model, "prompts", {}) or {})
+
+    def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """Encode texts with the model's query or document prompt."""
+        prompt = kind if kind in self.prompts else None
+        vectors = self.model.encode(
+            texts,
+            prompt_name=prompt,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dims)

@@ -1,0 +1,90 @@
+"""Generators: chat messages -> streamed answer tokens. The default runs a GGUF model with llama-cpp-python."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+from rag.errors import RagError
+
+GGUF_MAGIC = b"GGUF"
+
+
+class Generator(Protocol):
+    """Anything that streams a reply to chat messages."""
+
+    id: str
+
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str]) -> Iterator[str]:
+        """Yield the reply piece by piece."""
+        ...
+
+
+@cache
+def load_prompt(name: str, folder: Path) -> str:
+    """The text of prompts/<name>.txt: every prompt lives in a file, never in code."""
+    path = Path(folder) / f"{name}.txt"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise RagError(f"prompt file {path} is missing: restore it from the repository") from e
+
+
+class LlamaGenerator:
+    """A local GGUF model run by llama.cpp: CPU by default, GPU offload with n_gpu_layers."""
+
+    def __init__(
+        self,
+        path: Path,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 512,
+        n_gpu_layers: int = 0,
+        temperature: float = 0.0,
+    ):
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise RagError("llama-cpp-python is not installed: run `make setup` (see README)") from e
+        path = Path(path)
+        with open(path, "rb") as f:
+            if f.read(4) != GGUF_MAGIC:
+                raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
+        try:
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=n_batch,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise RagError(f"llama.cpp could not load {path} ({e}); run `rag models pull` to restore it") from e
+        self.id = path.name
+        self.n_ctx = n_ctx
+        self.temperature = temperature
+        self._lock = threading.Lock()  # one llama context: one generation at a time
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model uses for a text."""
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str]) -> Iterator[str]:
+        """Stream the chat reply. The unchanged prompt prefix (system + example) stays in llama.cpp's KV cache."""
+        with self._lock:
+            for part in self.llm.create_chat_completion(
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=self.temperature,
+                top_k=1 if self.temperature == 0 else 40,
+                stop=stop,
+                stream=True,
+            ):
+                token = part["choices"][0]["delta"].get("content")
+                if token:
+                    yield token

@@ -1,0 +1,96 @@
+"""Shared fixtures: fakes for fast unit tests (hash embedder, scripted generator) and the real assistant."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.assistant import Assistant
+from rag.config import PACKAGE_ROOT, Config, load_config
+from rag.index import build_index, load_index
+from rag.normalize import terms
+
+ARTICLES = {
+    "a_visit.txt": "زيارة بوتين إلى الدوحة\n12 أكتوبر 2022\n"
+    "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس.\n"
+    "وبحث الجانبان التعاون في مجال الغاز الطبيعي.",
+    "b_persian.txt": "الوقت - تلقی أمیر قطر رسالة شفهیة من الرئیس الروسی نقلها میخائیل بوغدانوف نائب وزیر الخارجیة.\n"
+    "وتناولت المحادثات الوضع فی سوریا.",
+    "c_relations.txt": "العلاقات القطرية الروسية\n"
+    "تعود العلاقات الدبلوماسية بين قطر وروسيا إلى الأول من أغسطس عام 1988.\n"
+    "اترك تعليقاً\nزر الذهاب إلى الأعلى",
+}
+
+
+class HashEmbedder:
+    """A deterministic bag-of-terms embedder: texts sharing terms get similar vectors."""
+
+    id = "hash-embedder-64"
+    dims = 64
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed_batch(self, texts: list[str], kind: str) -> np.ndarray:
+        self.calls += len(texts)
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for term in terms(text) or ["<empty>"]:
+                out[row, int(hashlib.md5(term.encode()).hexdigest(), 16) % self.dims] += 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class ScriptedGenerator:
+    """Replies with a scripted text, token by token, and remembers the prompts it was given."""
+
+    id = "scripted"
+
+    def __init__(self, reply: str | Callable[[list[dict]], str] = "لا تتضمن المصادر إجابة عن هذا السؤال."):
+        self.reply = reply
+        self.prompts: list[list[dict]] = []
+
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str]) -> Iterator[str]:
+        self.prompts.append(messages)
+        text = self.reply(messages) if callable(self.reply) else self.reply
+        for word in text.split(" "):
+            yield word + " "
+
+
+@pytest.fixture
+def seeds(tmp_path: Path) -> Path:
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    for name, text in ARTICLES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def fake_config(tmp_path: Path, seeds: Path) -> Config:
+    return Config(seeds_dir=seeds, index_dir=tmp_path / "index", models_dir=tmp_path / "models",
+                  embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3)
+
+
+@pytest.fixture
+def fake_assistant(fake_config: Config) -> Assistant:
+    """An assistant over the tiny corpus whose model answers 'في فبراير عام 2007 [1].'."""
+    embedder = HashEmbedder()
+    build_index(fake_config.seeds_dir, fake_config.index_dir, embedder, 200, 20, log=lambda *_: None)
+    generator = ScriptedGenerator("في فبراير عام 2007 [1].")
+    return Assistant(fake_config, embedder, load_index(fake_config.index_dir), generator)
+
+
+@pytest.fixture(scope="session")
+def real_assistant(tmp_path_factory) -> Assistant:
+    """The real embedder and GGUF model over the repository's seed articles (index built in a temp folder)."""
+    from rag.embed import SentenceTransformerEmbedder
+    from rag.models import resolve
+
+    config = load_config(seeds_dir=PACKAGE_ROOT / "seeds", index_dir=tmp_path_factory.mktemp("real") / "index")
+    embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
+    build_index(config.seeds_dir, config.index_dir, embedder, config.chunk_size, config.chunk_overlap)
+    return Assistant(config, embedder, load_index(config.index_dir))
