@@ -20,6 +20,8 @@ from rag.ingest import Article
 from rag.normalize import is_arabic, normalize, terms
 from rag.retrieve import Mode, Passage, search
 
+RELATIVE_EVIDENCE = 0.6  # keep evidence scoring at least this share of the best sentence's score
+_CLAUSE = re.compile(r"\s*[،,؛]\s+")
 STOP = ["\n\n", "المقاطع:", "السؤال:", "<|im_end|>", "<|endoftext|>"]
 _REFUSALS = ("لا تتضمن المصادر", "لا تتضمن المقاطع", "لا توجد اجابه", "do not contain", "not in the sources")
 _REFERRING = frozenset(
@@ -79,24 +81,46 @@ def rewrite_followup(question: str, previous: Sequence[str], template: str) -> s
     return template.format(previous=previous[-1], question=question)
 
 
+def evidence_units(text: str, max_words: int = 30) -> list[tuple[int, int]]:
+    """Sentence spans of a text; an over-long sentence becomes overlapping pairs of clauses, so that a clause
+    keeps the fact stated just before it ('زار الدوحة في فبراير 2007، وهي أول زيارة له إلى قطر كرئيس')."""
+    units = []
+    for s, e in sentence_spans(text):
+        if len(text[s:e].split()) <= max_words:
+            units.append((s, e))
+            continue
+        clauses, start = [], s
+        for m in _CLAUSE.finditer(text, s, e):
+            if len(text[start : m.start()].split()) >= 8:
+                clauses.append((start, m.start()))
+                start = m.end()
+        clauses.append((start, e))
+        units += [(a[0], b[1]) for a, b in zip(clauses, clauses[1:], strict=False)] or clauses
+    return units
+
+
 def select_evidence(question: str, passages: list[Passage], limit: int, idf) -> list[Evidence]:
-    """The sentences of the retrieved passages that best cover the question's terms, in reading order."""
+    """The sentences of the retrieved passages that best cover the question's terms, in reading order.
+
+    Sentences far below the best one are left out: distractors make a small model answer from the wrong passage.
+    """
     wanted = set(terms(question))
     total = sum(idf(t) for t in wanted) or 1.0
     scored = []
     for rank, passage in enumerate(passages):
         chunk = passage.chunk
-        for s, e in sentence_spans(chunk.text):
-            sentence_terms = set(terms(chunk.text[s:e]))
-            coverage = sum(idf(t) for t in wanted & sentence_terms) / total
+        for s, e in evidence_units(chunk.text):
+            coverage = sum(idf(t) for t in wanted & set(terms(chunk.text[s:e]))) / total
             # Coverage decides; the passage's similarity and rank break ties between sentences.
-            score = coverage + 0.2 * passage.dense - 0.01 * rank
-            scored.append((score, coverage, rank, s, e, passage))
-    best = sorted(scored, key=lambda x: -x[0])[:limit]
-    best.sort(key=lambda x: (x[2], x[3]))
+            scored.append((coverage + 0.2 * passage.dense - 0.01 * rank, rank, s, e, passage))
+    if not scored:
+        return []
+    scored.sort(key=lambda x: -x[0])
+    best = [x for x in scored[:limit] if x[0] >= RELATIVE_EVIDENCE * scored[0][0]]
+    best.sort(key=lambda x: (x[1], x[2]))
     numbers: dict[int, int] = {}
     evidence = []
-    for _, _, rank, s, e, passage in best:
+    for _, rank, s, e, passage in best:
         n = numbers.setdefault(rank, len(numbers) + 1)
         c = passage.chunk
         evidence.append(Evidence(n, c.article_id, c.title, c.date, c.start + s, c.start + e, c.text[s:e]))

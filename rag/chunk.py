@@ -40,14 +40,16 @@ def chunk_article(article: Article, size: int, overlap: int) -> list[Chunk]:
         keep_separator="end",
         strip_whitespace=True,
     )
-    chunks, cursor = [], 0
+    chunks, previous_start, previous_len = [], 0, 0
     for piece in splitter.split_text(article.text):
-        start = article.text.find(piece, max(0, cursor - overlap - len(piece)))
-        if start < 0:  # cannot happen for stripped pieces of the text; guard the invariant anyway
+        # As langchain's add_start_index: search from where the overlap can begin, so a repeated sentence
+        # is found at its own place, not at an earlier copy.
+        start = article.text.find(piece, max(previous_start, previous_start + previous_len - overlap))
+        if start < 0:
             start = article.text.find(piece)
-        end = start + len(piece)
-        cursor = end
-        chunks.append(Chunk(f"{article.id}#{len(chunks)}", article.id, article.title, article.date, start, end, piece))
+        chunks.append(Chunk(f"{article.id}#{len(chunks)}", article.id, article.title, article.date, start,
+                            start + len(piece), piece))
+        previous_start, previous_len = start, len(piece)
     return chunks
 
 

@@ -46,9 +46,10 @@ def cmd_index(args, config: Config) -> None:
 
 
 def cmd_search(args, config: Config) -> None:
-    from rag.assistant import Assistant
+    from rag.assistant import Assistant, check_question
 
-    passages = Assistant.load(config).search(_question(args.question), args.k)
+    question = check_question(_question(args.question), config.max_question_chars)
+    passages = Assistant.load(config).search(question, args.k)
     if args.json:
         print(json.dumps([p.to_dict() for p in passages], ensure_ascii=False, indent=2))
         return
@@ -60,11 +61,12 @@ def cmd_search(args, config: Config) -> None:
 
 
 def cmd_ask(args, config: Config) -> None:
-    from rag.assistant import Answer, Assistant
+    from rag.assistant import Answer, Assistant, check_question
 
+    question = check_question(_question(args.question), config.max_question_chars)
     assistant = Assistant.load(config)
     answer = None
-    for piece in assistant.stream(_question(args.question)):
+    for piece in assistant.stream(question):
         if isinstance(piece, Answer):
             answer = piece
         elif not args.json and sys.stderr.isatty():

@@ -35,7 +35,7 @@ class Config:
     n_batch: int = 512
     n_gpu_layers: int = 0
     temperature: float = 0.0
-    max_tokens: int = 96
+    max_tokens: int = 64
     max_question_chars: int = 1000
     host: str = "127.0.0.1"
     port: int = 7860
@@ -52,6 +52,8 @@ def _coerce(config: Config, name: str, value: Any) -> Any:
     if name not in types:
         raise RagError(f"unknown setting {name!r}; known: {', '.join(sorted(types))}")
     kind = types[name]
+    if isinstance(value, (dict, list, bool)) and kind is not bool:  # a TOML table, array or true/false
+        raise RagError(f"setting {name}: cannot read {value!r} as {kind.__name__}")
     if isinstance(value, kind) and kind is not bool:
         return value
     try:
@@ -81,4 +83,18 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
         if f"RAG_{f.name.upper()}" in os.environ
     }
     config = config.replace(**from_env)
-    return config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return _validate(config.replace(**{k: v for k, v in overrides.items() if v is not None}))
+
+
+def _validate(config: Config) -> Config:
+    """Refuse values that would only fail later, deep inside indexing or generation."""
+    for name in ("chunk_size", "top_k", "evidence_sentences", "n_ctx", "n_threads", "n_batch", "max_tokens",
+                 "max_question_chars", "concurrency"):
+        if getattr(config, name) < 1:
+            raise RagError(f"setting {name} must be at least 1, not {getattr(config, name)}")
+    if not 0 <= config.chunk_overlap < config.chunk_size:
+        raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "
+                       f"not {config.chunk_overlap}")
+    if config.temperature < 0:
+        raise RagError(f"setting temperature must be 0 or more, not {config.temperature}")
+    return config

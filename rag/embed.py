@@ -46,6 +46,10 @@ class SentenceTransformerEmbedder:
             raise RagError("sentence-transformers is not installed: pip install -e . (see README)") from e
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
+        hf_logging.set_verbosity_error()
         try:
             self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         except Exception as e:  # a broken folder raises many kinds of errors; say which folder

@@ -138,6 +138,9 @@ def load_index(folder: Path) -> Index:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format version {manifest.get('format_version')}, expected {FORMAT_VERSION}")
+        for key, sub in (("embedder", "id"), ("chunking", "size"), ("chunking", "overlap")):
+            if sub not in manifest.get(key, {}):
+                raise ValueError(f"manifest.json has no {key}.{sub}")
         articles = {row["id"]: Article(**row) for row in _read_jsonl(folder / "articles.jsonl")}
         chunks = [Chunk(**row) for row in _read_jsonl(folder / "chunks.jsonl")]
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
@@ -255,17 +258,27 @@ def _embed_documents(chunks: list[Chunk], embedder: Embedder, log, batch: int = 
 def _write_atomically(folder: Path, manifest, articles, chunks, matrix, dense, bm25) -> None:
     """Write into a sibling temp folder, then swap it in: a crash leaves the old index intact."""
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _write_jsonl(tmp / "articles.jsonl", (asdict(a) for a in articles))
-    _write_jsonl(tmp / "chunks.jsonl", (c.to_dict() for c in chunks))
-    np.save(tmp / "vectors.npy", matrix, allow_pickle=False)
-    _faiss().write_index(dense, str(tmp / "dense.faiss"))
-    bm25.save(str(tmp / "bm25"), show_progress=False)
-    # The manifest goes last: a folder without one is never taken for an index.
-    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a killed build (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_jsonl(tmp / "articles.jsonl", (asdict(a) for a in articles))
+        _write_jsonl(tmp / "chunks.jsonl", (c.to_dict() for c in chunks))
+        np.save(tmp / "vectors.npy", matrix, allow_pickle=False)
+        _faiss().write_index(dense, str(tmp / "dense.faiss"))
+        bm25.save(str(tmp / "bm25"), show_progress=False)
+        # The manifest goes last: a folder without one is never taken for an index.
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    except BaseException as e:
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # put the previous index back
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception):  # disk full, permissions, FAISS I/O: not a traceback, and say what is kept
+            raise RagError(f"could not write the index in {folder} ({type(e).__name__}: {e}); "
+                           "any previous index is unchanged") from e
+        raise
     shutil.rmtree(old, ignore_errors=True)

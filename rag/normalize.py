@@ -71,12 +71,17 @@ def stem(token: str) -> str:
     return token
 
 
+def _is_stopword(tok: str) -> bool:
+    # A function word with the conjunction attached ("وكانت", "وفي") is still a function word.
+    return tok in STOPWORDS or (len(tok) > 2 and tok[0] == "و" and tok[1:] in STOPWORDS)
+
+
 def terms(text: str) -> list[str]:
     """Stemmed content terms for lexical matching (BM25, overlap scores)."""
     return [
         stem(tok) if _ARABIC.search(tok) else tok
         for tok in tokens(text)
-        if tok not in STOPWORDS and (len(tok) > 1 or tok.isdigit())
+        if not _is_stopword(tok) and (len(tok) > 1 or tok.isdigit())
     ]
 
 

@@ -1,0 +1,124 @@
+"""The `rag` command: exit codes, error messages and the --json shape (with the fake assistant)."""
+
+import io
+import json
+import os
+import sys
+
+import pytest
+
+from rag import cli
+from rag.assistant import Assistant
+
+VISIT_QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No rag.toml or RAG_* settings from the developer's machine; the default index folder is empty."""
+    for name in list(os.environ):
+        if name.startswith("RAG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def fake_load(monkeypatch, fake_assistant):
+    """`Assistant.load` returns the fake assistant, whatever the config."""
+    configs = []
+
+    def load(config=None, generator=None):
+        configs.append(config)
+        return fake_assistant
+
+    monkeypatch.setattr(Assistant, "load", staticmethod(load))
+    return configs
+
+
+def test_search_on_a_missing_index_names_rag_index(tmp_path, capsys):
+    code = cli.main(["--index-dir", str(tmp_path / "nowhere"), "search", "بوتين"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("error: no index in")
+    assert "`rag index`" in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_ask_on_a_missing_index_via_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "elsewhere"))
+    assert cli.main(["ask", VISIT_QUESTION]) == 2
+    assert "elsewhere" in capsys.readouterr().err
+
+
+def test_ask_an_empty_question_exits_2_with_a_message(fake_load, capsys):
+    assert cli.main(["ask", ""]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == "error: the question is empty: type a question about the articles"
+    assert out == ""
+
+
+def test_ask_json_shape(fake_load, tmp_path, capsys):
+    code = cli.main(["--index-dir", str(tmp_path / "idx"), "--top-k", "2", "ask", "--json", VISIT_QUESTION])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) == {"question", "answer", "refused", "citations", "passages", "timings"}
+    assert data["question"] == VISIT_QUESTION
+    assert data["answer"] == "في فبراير عام 2007 [1]."
+    assert data["refused"] is False
+    [citation] = data["citations"]
+    assert {"n", "source", "title", "date", "start", "end", "text"} <= set(citation)
+    assert (citation["n"], citation["source"], citation["date"]) == (1, "a_visit.txt", "2022-10-12")
+    assert "فبراير عام 2007" in citation["text"]
+    assert data["passages"] and data["passages"][0]["source"] == "a_visit.txt"
+    assert all(isinstance(v, float) for v in data["timings"].values())
+    assert (fake_load[0].index_dir.name, fake_load[0].top_k) == ("idx", 2)  # flags reach the config
+
+
+def test_ask_plain_text_prints_answer_and_sources(fake_load, capsys):
+    assert cli.main(["ask", "متى", "زار", "بوتين", "قطر", "لأول", "مرة", "كرئيس؟"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "في فبراير عام 2007 [1]."
+    assert "[1] a_visit.txt — زيارة بوتين إلى الدوحة 2022-10-12" in out
+
+
+def test_a_refusal_lists_the_closest_passages(fake_load, capsys):
+    assert cli.main(["ask", "ما هي عاصمة اليابان؟"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("لا تتضمن المصادر")
+    assert "closest passages" in out
+
+
+def test_invalid_utf8_in_argv_is_handled(fake_load, capsys):
+    broken = b"\xff\xfe".decode("utf-8", errors="surrogateescape")  # how Python passes undecodable argv bytes
+    assert cli.main(["ask", "--json", broken + VISIT_QUESTION]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["question"] == VISIT_QUESTION
+    assert cli.main(["ask", broken]) == 2
+    assert "the question is empty" in capsys.readouterr().err
+
+
+def test_question_from_stdin(fake_load, monkeypatch, capsys):
+    stdin = io.TextIOWrapper(io.BytesIO(VISIT_QUESTION.encode() + b"\xff\n"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert cli.main(["ask", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["question"] == VISIT_QUESTION
+
+
+def test_search_json(fake_load, capsys):
+    assert cli.main(["search", "--json", "-k", "2", "بوغدانوف"]) == 0
+    passages = json.loads(capsys.readouterr().out)
+    assert len(passages) == 2
+    assert passages[0]["source"] == "b_persian.txt"
+
+
+def test_bad_setting_is_an_error_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("RAG_TOP_K", "many")
+    assert cli.main(["search", "بوتين"]) == 2
+    assert capsys.readouterr().err.startswith("error: setting top_k")
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["ask"])
+    assert exc.value.code == 2

@@ -1,0 +1,119 @@
+"""Settings: defaults < rag.toml < RAG_* environment variables < explicit overrides."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rag.config import Config, load_config
+from rag.errors import RagError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No RAG_* variable and no rag.toml from the developer's machine."""
+    for name in list(os.environ):
+        if name.startswith("RAG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _toml(tmp_path: Path, text: str, name: str = "rag.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_any_file_or_variable():
+    config = load_config()
+    assert config == Config()
+    assert (config.top_k, config.chunk_size, config.chunk_overlap) == (4, 600, 80)
+    assert config.embedder == "embeddinggemma-300m"
+
+
+def test_each_layer_overrides_the_one_below(tmp_path, monkeypatch):
+    _toml(tmp_path, 'top_k = 5\nchunk_size = 500\ntemperature = 0.2\nseeds_dir = "~/articles"\n')
+    assert load_config().top_k == 5  # rag.toml in the working folder
+    monkeypatch.setenv("RAG_TOP_K", "6")
+    monkeypatch.setenv("RAG_TEMPERATURE", "0.5")
+    config = load_config(top_k=7)
+    assert config.top_k == 7  # override > environment > file
+    assert config.temperature == 0.5  # environment > file
+    assert config.chunk_size == 500  # file > default
+    assert config.chunk_overlap == 80  # default
+    assert config.seeds_dir == Path("~/articles").expanduser()  # paths are Paths, ~ expanded
+    assert load_config(top_k=None).top_k == 6  # an unset CLI flag (None) does not override
+
+
+def test_config_file_from_argument_or_rag_config_variable(tmp_path, monkeypatch):
+    path = _toml(tmp_path, "top_k = 9\n", "custom.toml")
+    assert load_config(path).top_k == 9
+    monkeypatch.setenv("RAG_CONFIG", str(path))
+    assert load_config().top_k == 9
+
+
+def test_a_named_config_file_that_does_not_exist(tmp_path):
+    with pytest.raises(RagError, match=r"config file .*missing.toml not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_unknown_setting_in_the_file_is_an_error(tmp_path):
+    _toml(tmp_path, "topk = 3\n")
+    with pytest.raises(RagError, match=r"unknown setting 'topk'; known: .*top_k"):
+        load_config()
+
+
+def test_unknown_override_is_an_error():
+    with pytest.raises(RagError, match="unknown setting 'colour'"):
+        load_config(colour="blue")
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['top_k = "many"', "top_k = true", "top_k = [1, 2]", "temperature = \"hot\"", "chunk_size = {a = 1}",
+     'auth = true'],
+)
+def test_bad_value_type_in_the_file_is_an_error(tmp_path, line):
+    _toml(tmp_path, line + "\n")
+    with pytest.raises(RagError, match=r"setting \w+: cannot read .* as (int|float|str)"):
+        load_config()
+
+
+def test_bad_value_in_the_environment_is_an_error(monkeypatch):
+    monkeypatch.setenv("RAG_TOP_K", "four")
+    with pytest.raises(RagError, match="setting top_k: cannot read 'four' as int"):
+        load_config()
+
+
+def test_invalid_toml_is_an_error(tmp_path):
+    _toml(tmp_path, "top_k = = 3\n")
+    with pytest.raises(RagError, match="rag.toml is not valid TOML"):
+        load_config()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"top_k": 0}, "top_k must be at least 1"),
+        ({"chunk_size": 100, "chunk_overlap": 100}, "chunk_overlap must be between 0 and chunk_size - 1"),
+        ({"chunk_overlap": -1}, "chunk_overlap must be between"),
+        ({"max_tokens": -5}, "max_tokens must be at least 1"),
+        ({"temperature": -0.1}, "temperature must be 0 or more"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_now(settings, message):
+    with pytest.raises(RagError, match=message):
+        load_config(**settings)
+
+
+def test_the_limits_are_checked_on_the_final_values(tmp_path, monkeypatch):
+    _toml(tmp_path, "chunk_size = 50\n")  # smaller than the default overlap of 80 ...
+    monkeypatch.setenv("RAG_CHUNK_OVERLAP", "10")  # ... until the environment lowers it
+    config = load_config()
+    assert (config.chunk_size, config.chunk_overlap) == (50, 10)
+
+
+def test_replace_coerces_strings_to_the_field_type():
+    config = Config().replace(top_k="3", temperature="0.7", index_dir="/tmp/idx")
+    assert (config.top_k, config.temperature, config.index_dir) == (3, 0.7, Path("/tmp/idx"))
+    assert Config().top_k == 4  # replace() returns a copy
