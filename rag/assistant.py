@@ -183,7 +183,7 @@ class Assistant:
 
             c = self.config
             path = resolve(c.generator, c.models_dir, "generator")
-            self._generator = LlamaGenerator(path, c.n_ctx, c.n_threads, c.n_batch, c.n_gpu_layers, c.temperature)
+            self._generator = LlamaGenerator(path, c.n_ctx, c.n_threads, c.n_batch, c.n_gpu_layers)
         return self._generator
 
     def article(self, source: str) -> Article:
@@ -217,7 +217,7 @@ class Assistant:
             return
         messages = self._messages(full_question, evidence)
         pieces: list[str] = []
-        for piece in self.generator.generate(messages, self.config.max_tokens, STOP):
+        for piece in self.generator.generate(messages, self.config.max_tokens, STOP, self.config.temperature):
             if not pieces:
                 timings["first_token"] = time.perf_counter() - started
             pieces.append(piece)

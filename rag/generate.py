@@ -18,7 +18,7 @@ class Generator(Protocol):
 
     id: str
 
-    def generate(self, messages: list[dict], max_tokens: int, stop: list[str]) -> Iterator[str]:
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         """Yield the reply piece by piece."""
         ...
 
@@ -43,7 +43,6 @@ class LlamaGenerator:
         n_threads: int = 2,
         n_batch: int = 512,
         n_gpu_layers: int = 0,
-        temperature: float = 0.0,
     ):
         try:
             from llama_cpp import Llama
@@ -67,21 +66,20 @@ class LlamaGenerator:
             raise RagError(f"llama.cpp could not load {path} ({e}); run `rag models pull` to restore it") from e
         self.id = path.name
         self.n_ctx = n_ctx
-        self.temperature = temperature
         self._lock = threading.Lock()  # one llama context: one generation at a time
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model uses for a text."""
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def generate(self, messages: list[dict], max_tokens: int, stop: list[str]) -> Iterator[str]:
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         """Stream the chat reply. The unchanged prompt prefix (system + example) stays in llama.cpp's KV cache."""
         with self._lock:
             for part in self.llm.create_chat_completion(
                 messages=messages,
                 max_tokens=max_tokens,
-                temperature=self.temperature,
-                top_k=1 if self.temperature == 0 else 40,
+                temperature=temperature,
+                top_k=1 if temperature == 0 else 40,
                 stop=stop,
                 stream=True,
             ):

@@ -53,7 +53,7 @@ class ScriptedGenerator:
         self.reply = reply
         self.prompts: list[list[dict]] = []
 
-    def generate(self, messages: list[dict], max_tokens: int, stop: list[str]) -> Iterator[str]:
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         self.prompts.append(messages)
         text = self.reply(messages) if callable(self.reply) else self.reply
         for word in text.split(" "):

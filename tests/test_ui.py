@@ -1,0 +1,191 @@
+"""The chat UI's handlers without a browser: streamed messages, linked citations, cards, escaping, errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from conftest import ScriptedGenerator
+
+from rag.assistant import Answer, Assistant
+from rag.cite import Citation
+from rag.errors import RagError
+from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, launch
+
+QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
+MODEL = "qwen2.5-coder-1.5b"
+
+
+def ask(chat: Chat, question: str, messages=(), questions=(), model: str = MODEL, top_k: int = 3):
+    """Every (messages, questions, box) the handler yields."""
+    return list(chat.respond(question, list(messages), list(questions), model, top_k, 0.0))
+
+
+def html_of(message: dict) -> str:
+    return message["content"]
+
+
+def with_reply(assistant: Assistant, reply) -> Chat:
+    """A chat over the fake corpus whose model gives another scripted reply."""
+    return Chat(Assistant(assistant.config, assistant.embedder, assistant.index, ScriptedGenerator(reply)))
+
+
+def test_answer_streams_then_shows_linked_markers_and_cards(fake_assistant):
+    steps = ask(Chat(fake_assistant), QUESTION)
+    first, *streaming, (messages, questions, box) = steps
+    assert [m["role"] for m in first[0]] == ["user", "assistant"]
+    assert SEARCHING in html_of(first[0][1])
+    assert any('class="msg streaming"' in html_of(s[0][-1]) for s in streaming)
+    assert questions == [QUESTION] and box == ""
+    answer = html_of(messages[-1])
+    assert 'class="msg answer" dir="rtl"' in answer
+    assert '2007 <a class="cite" href="#src-0-1">[1]</a>.' in answer
+    assert 'id="src-0-1"' in answer and "a_visit.txt" in answer and "2022-10-12" in answer
+    assert "زيارة بوتين إلى الدوحة" in answer  # the article title
+    assert "<mark>قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007" in answer
+    assert "غير مؤكد" not in answer
+
+
+def test_user_bubble_direction_follows_its_language(fake_assistant):
+    chat = Chat(fake_assistant)
+    assert 'dir="rtl"' in html_of(ask(chat, QUESTION)[-1][0][0])
+    assert 'dir="ltr"' in html_of(ask(chat, "When did Putin first visit Qatar?")[-1][0][0])
+
+
+def test_unsupported_citation_is_marked(fake_assistant):
+    text = fake_assistant.article("a_visit.txt").text
+
+    def cite(n: int, sentence: str, supported: bool) -> Citation:
+        start = text.index(sentence)
+        return Citation(n, "a_visit.txt", "زيارة بوتين إلى الدوحة", "2022-10-12", start, start + len(sentence),
+                        sentence, supported, 1.0 if supported else 0.5)
+
+    citations = [cite(1, "قام الرئيس الروسي فلاديمير بوتين", True), cite(2, "وبحث الجانبان التعاون", False)]
+    answer = Answer(QUESTION, "في فبراير عام 2007 [1]. وبحث الجانبان النفط [2].", citations, False, [])
+    shown = answer_html(answer, fake_assistant, 0)
+    assert '<a class="cite" href="#src-0-1">[1]</a>' in shown
+    assert '<a class="cite unsupported" href="#src-0-2">[2]</a>' in shown
+    assert '<div class="card unsupported" id="src-0-2"' in shown and '<div class="card" id="src-0-1"' in shown
+    assert shown.count("غير مؤكد") == 1 and "<mark>وبحث الجانبان التعاون</mark>" in shown
+
+
+def test_refusal_is_styled_apart_with_closest_passages(fake_assistant):
+    messages, questions, _ = ask(Chat(fake_assistant), "ما عاصمة اليابان؟")[-1]
+    refusal = html_of(messages[-1])
+    assert refusal.startswith('<div class="refusal"')
+    assert "لا تتضمن المصادر المتاحة إجابة عن هذا السؤال." in refusal
+    assert "أقرب المقاطع" in refusal and 1 <= refusal.count('class="card"') <= 3
+    assert 'id="near-0-1"' in refusal and "cite" not in refusal
+    assert questions == ["ما عاصمة اليابان؟"]
+
+
+def test_follow_up_sends_earlier_questions_as_history(fake_assistant):
+    chat = Chat(fake_assistant)
+    messages, questions, _ = ask(chat, QUESTION)[-1]
+    messages, questions, _ = ask(chat, "ومتى حدث ذلك؟", messages, questions)[-1]
+    assert questions == [QUESTION, "ومتى حدث ذلك؟"]
+    assert len(messages) == 4 and 'href="#src-1-1"' in html_of(messages[-1])  # anchors unique per turn
+    prompt = fake_assistant.generator.prompts[-1][-1]["content"]
+    assert QUESTION in prompt and "ومتى حدث ذلك؟" in prompt
+
+
+def test_corpus_model_and_user_text_are_escaped(fake_assistant, seeds):
+    (seeds / "a_visit.txt").write_text(
+        "زيارة <script>alert('t')</script> بوتين إلى الدوحة\n"
+        "قام الرئيس الروسي فلاديمير بوتين <b>بزيارة</b> إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس.",
+        encoding="utf-8",
+    )
+    from rag.index import build_index, load_index
+
+    build_index(seeds, fake_assistant.config.index_dir, fake_assistant.embedder, 200, 20, log=lambda *_: None)
+    hostile = Assistant(fake_assistant.config, fake_assistant.embedder, load_index(fake_assistant.config.index_dir),
+                        ScriptedGenerator("<img src=x onerror=alert(1)> في فبراير عام 2007 [1]."))
+    steps = ask(Chat(hostile), "<script>alert(1)</script> " + QUESTION)
+    html = "".join(html_of(m) for messages, _, _ in steps for m in messages)
+    assert "<script" not in html and "<img" not in html and "<b>" not in html
+    assert "&lt;script&gt;alert(&#x27;t&#x27;)&lt;/script&gt;" in html  # the article title
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html  # the raw reply while streaming
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_of(steps[-1][0][0])  # the question
+
+
+def test_rag_error_becomes_a_chat_message(fake_assistant):
+    messages, questions, box = ask(Chat(fake_assistant), "x" * 1001)[-1]
+    assert 'class="msg failed"' in html_of(messages[-1]) and "the limit is 1000" in html_of(messages[-1])
+    assert questions == [] and box == ""
+
+
+def test_unexpected_error_is_logged_not_shown(fake_assistant, caplog):
+    def explode(messages):
+        raise RuntimeError("secret internals")
+
+    with caplog.at_level(logging.ERROR, logger="rag.ui"):
+        messages, questions, _ = ask(with_reply(fake_assistant, explode), QUESTION)[-1]
+    shown = html_of(messages[-1])
+    assert UNEXPECTED in shown and "secret" not in shown and "Traceback" not in shown
+    assert "secret internals" in caplog.text and questions == []
+
+
+def test_missing_model_is_reported_in_the_chat(fake_assistant):
+    messages, _, _ = ask(Chat(fake_assistant), QUESTION, model="qwen2.5-coder-0.5b")[-1]
+    assert "rag models pull qwen2.5-coder-0.5b" in html_of(messages[-1])
+
+
+def test_blank_question_changes_nothing(fake_assistant):
+    assert ask(Chat(fake_assistant), "   ", [{"role": "user", "content": "x"}], ["x"]) == [
+        ([{"role": "user", "content": "x"}], ["x"], "")
+    ]
+
+
+def test_clear_starts_over():
+    assert Chat.clear() == ([], [], "")
+
+
+def test_settings_apply_per_request_and_models_load_once(fake_assistant, monkeypatch):
+    loaded = []
+
+    class FakeLlama(ScriptedGenerator):
+        def __init__(self, path, n_ctx, n_threads, n_batch, n_gpu_layers):
+            super().__init__("في فبراير عام 2007 [1].")
+            loaded.append(path)
+
+    monkeypatch.setattr("rag.models.resolve", lambda name, folder, kind: Path(name))
+    monkeypatch.setattr("rag.generate.LlamaGenerator", FakeLlama)
+    chat = Chat(fake_assistant)
+    same = chat.assistant_for(MODEL, 2, 0.0)
+    assert same.config.top_k == 2 and same.generator is fake_assistant.generator
+    assert same.embedder is fake_assistant.embedder and same.index is fake_assistant.index
+    small = chat.assistant_for("qwen2.5-coder-0.5b", 5, 0.7)
+    again = chat.assistant_for("qwen2.5-coder-0.5b", 5, 0.0)
+    assert loaded == [Path("qwen2.5-coder-0.5b")]
+    assert small.config.generator == "qwen2.5-coder-0.5b" and small.config.top_k == 5
+    assert small.config.temperature == 0.7 and again.config.temperature == 0.0
+    assert small.generator is again.generator
+    assert "2007" in html_of(ask(chat, QUESTION, model="qwen2.5-coder-0.5b")[-1][0][-1])
+
+
+def test_context_window_is_cut_at_words():
+    text = "كلمة " * 100 + "الجملة المقتبسة" + " نص" * 100
+    start = text.index("الجملة")
+    shown = in_context(text, start, start + len("الجملة المقتبسة"), width=20)
+    assert shown.startswith("…كلمة") and shown.endswith("نص…")
+    assert "<mark>الجملة المقتبسة</mark>" in shown
+    assert in_context("أ <b> ب", 2, 5) == "أ <mark>&lt;b&gt;</mark> ب"
+    lines = "بقية سطر سابق.\nسطر كامل " + "الجملة" + " تتمة.\nسطر تال طويل"
+    start = lines.index("الجملة")
+    assert in_context(lines, start, start + 6, width=14) == "سطر كامل <mark>الجملة</mark> تتمة."
+
+
+def test_escape_keeps_one_line_break_per_run():
+    assert escape("سطر <i>\n\n  تال") == "سطر &lt;i&gt;<br>تال"
+
+
+def test_create_app_builds_the_app(fake_assistant):
+    app = create_app(fake_assistant)
+    assert isinstance(app, gr.Blocks)
+
+
+def test_bad_auth_is_refused_before_serving(fake_assistant):
+    with pytest.raises(RagError, match="user:password"):
+        launch(create_app(fake_assistant), fake_assistant.config.replace(auth="nopassword"))
