@@ -127,6 +127,14 @@ def select_evidence(question: str, passages: list[Passage], limit: int, idf) -> 
     return evidence
 
 
+def whole_passages(passages: list[Passage]) -> list[Evidence]:
+    """Each retrieved passage whole, as evidence (the baseline that sentence selection is measured against)."""
+    return [
+        Evidence(n, p.chunk.article_id, p.chunk.title, p.chunk.date, p.chunk.start, p.chunk.end, p.chunk.text)
+        for n, p in enumerate(passages, 1)
+    ]
+
+
 def format_evidence(evidence: list[Evidence]) -> str:
     """'[n] (title، date) sentence sentence' lines, one per passage."""
     lines: dict[int, list[str]] = {}
@@ -209,7 +217,10 @@ class Assistant:
         prompts = self.config.prompts_dir
         full_question = rewrite_followup(question, list(history), load_prompt("followup", prompts))
         passages = search(self.index, self.embedder, full_question, self.config.top_k)
-        evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.index.idf)
+        if self.config.evidence == "passages":
+            evidence = whole_passages(passages)
+        else:
+            evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.index.idf)
         timings = {"retrieve": time.perf_counter() - started}
         if not self._answerable(full_question, evidence):
             timings["total"] = time.perf_counter() - started

@@ -29,6 +29,7 @@ class Config:
     chunk_size: int = 600
     chunk_overlap: int = 80
     top_k: int = 4
+    evidence: str = "sentences"  # what the model reads: the best "sentences" of the passages, or whole "passages"
     evidence_sentences: int = 4
     n_ctx: int = 2048
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
@@ -95,6 +96,8 @@ def _validate(config: Config) -> Config:
     if not 0 <= config.chunk_overlap < config.chunk_size:
         raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "
                        f"not {config.chunk_overlap}")
+    if config.evidence not in ("sentences", "passages"):
+        raise RagError(f"setting evidence must be 'sentences' or 'passages', not {config.evidence!r}")
     if config.temperature < 0:
         raise RagError(f"setting temperature must be 0 or more, not {config.temperature}")
     return config
