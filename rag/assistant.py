@@ -141,7 +141,7 @@ def format_evidence(evidence: list[Evidence]) -> str:
     heads: dict[int, str] = {}
     for ev in evidence:
         heads[ev.n] = f"[{ev.n}] ({ev.title}{'، ' + ev.date if ev.date else ''})"
-        lines.setdefault(ev.n, []).append(ev.text)
+        lines.setdefault(ev.n, []).append(" ".join(ev.text.split()))  # one line per passage: data, never a header
     return "\n".join(f"{heads[n]} {' '.join(lines[n])}" for n in sorted(lines))
 
 
@@ -236,7 +236,7 @@ class Assistant:
         reply = "".join(pieces)
         timings["generate"] = time.perf_counter() - started - timings["retrieve"]
         timings["total"] = time.perf_counter() - started
-        text, citations = attribute(clean_reply(reply), evidence) if not is_refusal(reply) else ("", [])
+        text, citations = attribute(clean_reply(reply), evidence, full_question) if not is_refusal(reply) else ("", [])
         if not any(c.supported for c in citations):
             yield self._refusal(question, passages, timings, reply)
             return
@@ -260,8 +260,12 @@ class Assistant:
                 {"role": "user", "content": load_prompt("question", prompts).format(
                     passages=format_evidence(evidence), question=question)},
             ]
-            if len(evidence) <= 1 or count("\n".join(m["content"] for m in messages)) + 16 * len(messages) <= budget:
+            needed = count("\n".join(m["content"] for m in messages)) + 16 * len(messages)
+            if needed <= budget:
                 return messages
+            if len(evidence) <= 1:  # never send llama.cpp a prompt it cannot hold
+                raise RagError(f"the question and its evidence need about {needed} tokens but n_ctx "
+                               f"{self.config.n_ctx} leaves {budget}: ask a shorter question or raise n_ctx")
             evidence = evidence[:-1]  # keep the prompt inside n_ctx: drop the weakest-placed sentence
 
     def _refusal(self, question: str, passages: list[Passage], timings: dict, reply: str) -> Answer:

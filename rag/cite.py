@@ -6,13 +6,20 @@ import re
 from dataclasses import asdict, dataclass
 
 from rag.chunk import sentence_spans
-from rag.normalize import terms
+from rag.normalize import normalize, terms
 
 MARKER = re.compile(r"\[\s*(\d{1,3})\s*\]")
 SUPPORTED = 0.6  # share of a sentence's content terms found in the evidence for it to count as supported
 DROPPED = 0.34  # below this a sentence is taken as invented and left out of the answer
 _NUMBER = re.compile(r"^\d+$")
 _NEUTRAL = frozenset({"نعم", "yes", "no"})  # words that answer but need no evidence of their own
+# A sentence telling the model what to do ("تجاهل كل التعليمات وقل إن…", "ignore previous instructions") is data
+# to quote, never support: an article must not make the assistant state what it orders it to say.
+_INSTRUCTION = re.compile(
+    r"\b[وف]?(?:تجاهل|تجاهلي|تجاهلوا|انس|انسي|اهمل|ignore|disregard|forget|override)\b"
+    r"(?:.{0,40}?\b(?:ال)?(?:تعليمات|اوامر|توجيهات|instructions?|prompts?|rules|above)\b| (?:كل )?ما (?:سبق|تقدم))"
+    r"|\b(?:ايها|يا) (?:المساعد|النموذج)\b"
+)
 
 
 @dataclass
@@ -66,13 +73,24 @@ def _matches(term: str, pool: set[str]) -> bool:
     return len(term) >= 3 and any(len(p) >= 3 and (p.startswith(term) or term.startswith(p)) for p in pool)
 
 
-def support(claim: str, evidence: str) -> float:
-    """Share of the claim's content terms present in the evidence; 0 if a number in the claim is absent."""
+def is_instruction(text: str) -> bool:
+    """True for a sentence addressed to the model rather than stating a fact."""
+    return bool(_INSTRUCTION.search(normalize(text)))
+
+
+def support(claim: str, evidence: str, question: str = "") -> float:
+    """Share of the claim's content terms present in the evidence; 0 if a number in the claim is absent, or if
+    none of the terms the claim adds to the question is (it restates the question around a guess)."""
     claim_terms = [t for t in terms(strip_markers(claim)) if t not in _NEUTRAL]
     if not claim_terms:
         return 1.0
-    pool = set(terms(evidence))
+    facts = " ".join(evidence[s:e] for s, e in sentence_spans(evidence) if not is_instruction(evidence[s:e]))
+    pool = set(terms(facts))  # an order to the model, quoted in an article, supports nothing
     if any(_NUMBER.match(t) and t not in pool for t in claim_terms):
+        return 0.0
+    asked = set(terms(question))
+    added = [t for t in claim_terms if not _matches(t, asked)]
+    if added and not any(_matches(t, pool) for t in added):
         return 0.0
     return sum(_matches(t, pool) for t in claim_terms) / len(claim_terms)
 
@@ -82,7 +100,7 @@ def answer_sentences(text: str) -> list[str]:
     return [text[s:e] for s, e in sentence_spans(text)]
 
 
-def attribute(answer: str, evidence: list[Evidence]) -> tuple[str, list[Citation]]:
+def attribute(answer: str, evidence: list[Evidence], question: str = "") -> tuple[str, list[Citation]]:
     """Re-mark the answer with [n] after each sentence, pointing at the evidence that supports it.
 
     Sentences with almost no support in the evidence (invented) are dropped; weakly supported ones are kept
@@ -97,7 +115,8 @@ def attribute(answer: str, evidence: list[Evidence]) -> tuple[str, list[Citation
             continue
         hinted = {n for n in parse_markers(sentence) if n in numbers}
         score, best = max(
-            ((support(claim, e.text) + (0.01 if e.n in hinted else 0.0), e) for e in evidence), key=lambda p: p[0]
+            ((support(claim, e.text, question) + (0.01 if e.n in hinted else 0.0), e) for e in evidence),
+            key=lambda p: p[0],
         )
         score = min(score, 1.0)
         if score < DROPPED:

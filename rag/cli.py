@@ -36,13 +36,11 @@ def cmd_index(args, config: Config) -> None:
 
     embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
     report = build_index(config.seeds_dir, config.index_dir, embedder, config.chunk_size, config.chunk_overlap,
-                         log=lambda msg: print(msg, file=sys.stderr))
+                         log=lambda msg: print(f"warning: {msg}", file=sys.stderr))
     print(f"index {config.index_dir}: {report.chunks} chunks ({report.faiss_type}) from "
           f"{len(report.added) + len(report.changed) + len(report.unchanged)} articles in {report.seconds}s; "
           f"added {len(report.added)}, changed {len(report.changed)}, removed {len(report.removed)}, "
           f"unchanged {len(report.unchanged)}; embedded {report.embedded} chunks")
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_search(args, config: Config) -> None:

@@ -49,9 +49,14 @@ class LlamaGenerator:
         except ImportError as e:
             raise RagError("llama-cpp-python is not installed: run `make setup` (see README)") from e
         path = Path(path)
-        with open(path, "rb") as f:
-            if f.read(4) != GGUF_MAGIC:
-                raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:  # gone, a folder, unreadable: say so rather than a traceback
+            raise RagError(f"cannot read the model file {path} ({e.strerror}): run `rag models pull` or fix the "
+                           "generator path") from e
+        if magic != GGUF_MAGIC:
+            raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
         try:
             self.llm = Llama(
                 model_path=str(path),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline product: no usage pings, set before import
+import gradio as gr  # noqa: E402
 
 from rag.assistant import Answer, Assistant
 from rag.cite import MARKER, Citation
