@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from rag.chunk import sentence_spans
+from rag.ingest import arabic_date
 from rag.normalize import normalize, terms
 
 MARKER = re.compile(r"\[\s*(\d{1,3})\s*\]")
@@ -52,6 +53,12 @@ class Citation:
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
         return asdict(self)
+
+
+def heading(evidence: Evidence) -> str:
+    """The passage's title and date as the model sees them before its sentences."""
+    date = arabic_date(evidence.date)
+    return f"{evidence.title}، {date}" if date else evidence.title
 
 
 def parse_markers(text: str) -> list[int]:
@@ -114,10 +121,8 @@ def attribute(answer: str, evidence: list[Evidence], question: str = "") -> tupl
         if not claim or not evidence:
             continue
         hinted = {n for n in parse_markers(sentence) if n in numbers}
-        score, best = max(
-            ((support(claim, e.text, question) + (0.01 if e.n in hinted else 0.0), e) for e in evidence),
-            key=lambda p: p[0],
-        )
+        scored = ((support(claim, f"{heading(e)}\n{e.text}", question) + 0.01 * (e.n in hinted), e) for e in evidence)
+        score, best = max(scored, key=lambda p: p[0])
         score = min(score, 1.0)
         if score < DROPPED:
             continue

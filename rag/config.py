@@ -31,6 +31,9 @@ class Config:
     top_k: int = 4
     evidence: str = "sentences"  # what the model reads: the best "sentences" of the passages, or whole "passages"
     evidence_sentences: int = 4
+    # Below this cosine for the best passage, and with few of the question's terms in the passages, the question
+    # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
+    min_similarity: float = 0.45
     n_ctx: int = 2048
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     n_batch: int = 512

@@ -51,6 +51,18 @@ class Article:
     sha256: str  # of the raw file bytes
 
 
+_MONTH_NAMES = ["يناير", "فبراير", "مارس", "أبريل", "مايو", "يونيو", "يوليو", "أغسطس", "سبتمبر", "أكتوبر", "نوفمبر",
+                "ديسمبر"]
+
+
+def arabic_date(iso: str | None) -> str:
+    """'2022-10-12' -> '12 أكتوبر 2022' (how the article's readers, and the model, write a date)."""
+    if not iso:
+        return ""
+    year, month, day = (int(part) for part in iso.split("-"))
+    return f"{day} {_MONTH_NAMES[month - 1]} {year}"
+
+
 def find_dates(line: str) -> list[str]:
     """ISO dates written in a line, in the order they appear (Arabic month names or numbers)."""
     norm = normalize(line)

@@ -72,7 +72,8 @@ def seeds(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_config(tmp_path: Path, seeds: Path) -> Config:
     return Config(seeds_dir=seeds, index_dir=tmp_path / "index", models_dir=tmp_path / "models",
-                  embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3)
+                  embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3,
+                  min_similarity=0.0)  # the hash embedder's cosines mean little: only the shared-term rule gates
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def test_model_prompt_holds_the_evidence_and_the_question(fake_assistant):
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0]["content"] == _prompt("system", fake_assistant.config)
     last = messages[-1]["content"]
-    assert "[1] (زيارة بوتين إلى الدوحة، 2022-10-12)" in last
+    assert "[1] (زيارة بوتين إلى الدوحة، 12 أكتوبر 2022)" in last
     assert "فبراير عام 2007" in last
     assert last.endswith(VISIT_QUESTION)
 

@@ -46,7 +46,7 @@ seeds.mkdir()
 for name, text in ARTICLES.items():
     (seeds / name).write_text(text, encoding="utf-8")
 config = Config(seeds_dir=seeds, index_dir=folder / "index", embedder=HashEmbedder.id, chunk_size=200,
-                chunk_overlap=20, top_k=3, port=int(sys.argv[2]))
+                chunk_overlap=20, top_k=3, min_similarity=0.0, port=int(sys.argv[2]))
 embedder = HashEmbedder()
 build_index(seeds, config.index_dir, embedder, 200, 20, log=lambda *_: None)
 assistant = Assistant(config, embedder, load_index(config.index_dir), SlowGenerator("في فبراير عام 2007 [1]."))

@@ -57,7 +57,8 @@ def _corpus(tmp_path: Path, extra: dict[str, str], **changes) -> tuple[Config, H
     for name, text in {**ARTICLES, **extra}.items():
         (seeds / name).write_text(text, encoding="utf-8")
     config = Config(seeds_dir=seeds, index_dir=tmp_path / "corpus-index", models_dir=tmp_path / "models",
-                    embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3).replace(**changes)
+                    embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3,
+                    min_similarity=0.0).replace(**changes)
     embedder = HashEmbedder()
     build_index(seeds, config.index_dir, embedder, 200, 20, log=lambda *_: None)
     return config, embedder
@@ -504,7 +505,8 @@ def test_a_bad_generator_file_is_a_clear_error_naming_rag_models_pull(tmp_path, 
 
 def test_rag_ask_with_a_folder_as_generator_exits_2(fake_assistant, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Assistant, "load", staticmethod(
-        lambda config=None, generator=None: Assistant(config, fake_assistant.embedder, fake_assistant.index)))
+        lambda config=None, generator=None: Assistant(config.replace(min_similarity=0.0), fake_assistant.embedder,
+                                                      fake_assistant.index)))
     assert cli.main(["--generator", str(tmp_path), "ask", VISIT_QUESTION]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read the model file") and "Traceback" not in err
