@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,6 +59,15 @@ class ScriptedGenerator:
         text = self.reply(messages) if callable(self.reply) else self.reply
         for word in text.split(" "):
             yield word + " "
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path: Path) -> None:
+    """No rag.toml or RAG_* settings from the developer's machine; the working folder is an empty temp one."""
+    for name in list(os.environ):
+        if name.startswith("RAG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

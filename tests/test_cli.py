@@ -2,7 +2,6 @@
 
 import io
 import json
-import os
 import sys
 
 import pytest
@@ -13,13 +12,7 @@ from rag.assistant import Assistant
 VISIT_QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No rag.toml or RAG_* settings from the developer's machine; the default index folder is empty."""
-    for name in list(os.environ):
-        if name.startswith("RAG_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture

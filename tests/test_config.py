@@ -1,6 +1,5 @@
 """Settings: defaults < rag.toml < RAG_* environment variables < explicit overrides."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -8,14 +7,7 @@ import pytest
 from rag.config import Config, load_config
 from rag.errors import RagError
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No RAG_* variable and no rag.toml from the developer's machine."""
-    for name in list(os.environ):
-        if name.startswith("RAG_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _toml(tmp_path: Path, text: str, name: str = "rag.toml") -> Path:
