@@ -10,7 +10,7 @@ export RAG_CACHE := $(CACHE)
 export PIP_CACHE_DIR := $(CACHE)/pip
 BIN := $(VENV)/bin
 
-.PHONY: setup models index ui test lint browser
+.PHONY: setup models index ui test lint browser bench
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,10 @@ browser:
 	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 
 lint: setup
-	$(BIN)/ruff check rag tests
+	$(BIN)/ruff check rag tests evals
 
 test: index browser lint
 	$(BIN)/pytest
+
+bench: index
+	$(BIN)/python evals/bench.py
