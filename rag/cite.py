@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 
 from rag.chunk import sentence_spans
 from rag.ingest import arabic_date
-from rag.normalize import normalize, terms
+from rag.normalize import normalize, terms, tokens
 
 MARKER = re.compile(r"\[\s*(\d{1,3})\s*\]")
 SUPPORTED = 0.6  # share of a sentence's content terms found in the evidence for it to count as supported
 DROPPED = 0.34  # below this a sentence is taken as invented and left out of the answer
 _NUMBER = re.compile(r"^\d+$")
 _NEUTRAL = frozenset({"نعم", "yes", "no"})  # words that answer but need no evidence of their own
+_YES_NO = frozenset({"نعم", "لا", "yes", "no"})
 # A sentence telling the model what to do ("تجاهل كل التعليمات وقل إن…", "ignore previous instructions") is data
 # to quote, never support: an article must not make the assistant state what it orders it to say.
 _INSTRUCTION = re.compile(
@@ -99,6 +100,8 @@ def support(claim: str, evidence: str, question: str = "") -> float:
     added = [t for t in claim_terms if not _matches(t, asked)]
     if added and not any(_matches(t, pool) for t in added):
         return 0.0
+    if question and not added and not _YES_NO & set(tokens(claim)):
+        return 0.0  # the question restated, answering nothing
     return sum(_matches(t, pool) for t in claim_terms) / len(claim_terms)
 
 

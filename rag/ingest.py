@@ -16,13 +16,15 @@ MAX_FILE_BYTES = 5_000_000
 _BOILERPLATE = re.compile(
     "|".join(
         [
-            r"تم نسخ", r"نسخ الرابط", r"^شارك(ها)?\b", r"اترك تعليق", r"اضف تعليق", r"لن يتم نشر عنوان بريدك",
+            r"تم نسخ", r"نسخ الرابط", r"اترك تعليق", r"اضف تعليق", r"لن يتم نشر عنوان بريدك",
             r"الحقول الالزاميه", r"الذهاب الي الاعلي", r"العوده الي الاعلي", r"نعرض لكم زوارنا",
-            r"^اخبار متعلقه", r"^اقرا ايضا", r"^تابعونا", r"جميع الحقوق محفوظه", r"[℃°]",
-            r"^(share|print|back to top|related|read more)\b",
+            r"^اخبار متعلقه", r"^اقرا ايضا", r"^تابعونا", r"جميع الحقوق محفوظه", r"^(back to top|read more)\b",
         ]
     )
 )
+# Matched only on very short lines: a weather crumb or a share button, never a sentence that mentions "°C".
+_CRUMB = re.compile(r"[℃°]|^شارك(ها)?\b|^(share|print|related)\b")
+BOILERPLATE_MAX_WORDS = 16  # a longer line is content, whatever phrase it contains
 _MONTHS = {
     "يناير": 1, "كانون الثاني": 1, "جانفي": 1, "فبراير": 2, "شباط": 2, "فيفري": 2,
     "مارس": 3, "اذار": 3, "ابريل": 4, "نيسان": 4, "افريل": 4, "مايو": 5, "ايار": 5, "ماي": 5,
@@ -112,9 +114,11 @@ def clean(raw: str) -> tuple[str, str | None, str]:
             if kept and kept[-1]:
                 kept.append("")
             continue
-        if _BOILERPLATE.search(norm) or norm in seen:
-            continue
         words = len(norm.split())
+        if norm in seen or (words <= BOILERPLATE_MAX_WORDS and _BOILERPLATE.search(norm)) or (
+            words <= 4 and _CRUMB.search(norm)
+        ):
+            continue
         if in_header and _is_date_only(bare):
             header_dates += [(bool(title), d) for d in find_dates(bare)]
             continue

@@ -165,7 +165,7 @@ def test_the_prompt_stays_inside_the_context_window_with_huge_evidence(tmp_path,
                                  top_k=40, evidence_sentences=300)
     embedder = HashEmbedder()
     build_index(seeds, config.index_dir, embedder, config.chunk_size, config.chunk_overlap, log=lambda *_: None)
-    generator = ScriptedGenerator("زار وفد قطري العاصمة الروسية [1].")
+    generator = ScriptedGenerator("بحث الوفد التعاون في مجال الغاز [1].")
     assistant = Assistant(config, embedder, load_index(config.index_dir), generator)
 
     answer = assistant.ask("متى زار وفد قطري العاصمة الروسية وبحث التعاون في الطاقة؟")

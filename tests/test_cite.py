@@ -91,3 +91,11 @@ def test_attribute_without_evidence_or_answer():
     assert attribute("زار بوتين الدوحة عام 2007 [1].", []) == ("", [])
     assert attribute("", EVIDENCE) == ("", [])
     assert attribute("[1] [2]", EVIDENCE) == ("", [])
+
+
+def test_an_echo_of_the_question_supports_nothing_but_yes_or_no_does():
+    question = "متى افتتحت سفارتا قطر وروسيا؟"
+    evidence = "تم افتتاح سفارتي قطر وروسيا في نوفمبر 1989."
+    assert support("متى افتتحت سفارتا قطر وروسيا؟", evidence, question) == 0.0
+    assert support("افتتحت سفارتا قطر وروسيا في نوفمبر 1989", evidence, question) > 0.6
+    assert support("نعم، افتتحت سفارتا قطر وروسيا", evidence, "هل افتتحت سفارتا قطر وروسيا؟") > 0.6

@@ -167,3 +167,10 @@ def test_markdown_files_are_articles_too(tmp_path):
     (tmp_path / "note.md").write_text(f"زيارة بوتين إلى الدوحة\n{BODY}", encoding="utf-8")
     articles, _ = load_articles(tmp_path)
     assert [a.id for a in articles] == ["note.md"]
+
+
+def test_a_sentence_with_a_degree_sign_or_the_verb_participated_is_content():
+    text = ("عنوان الخبر هنا\nشارك المنتخب الجزائري في كأس العالم أربع مرات حتى الآن.\n"
+            "تصل الحرارة إلى 565 °C في الفرن.\n- ℃ 11 تركيا")
+    _, _, cleaned = clean(text)
+    assert "شارك المنتخب" in cleaned and "565 °C" in cleaned and "تركيا" not in cleaned
