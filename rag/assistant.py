@@ -217,9 +217,15 @@ class Assistant:
         question = check_question(question, self.config.max_question_chars)
         prompts = self.config.prompts_dir
         full_question = rewrite_followup(question, list(history), load_prompt("followup", prompts))
-        passages = search(self.index, self.embedder, full_question, self.config.top_k)
+        # BM25 over Arabic terms only matches stray English fragments of a question in another language.
+        mode = "hybrid" if is_arabic(full_question) else "dense"
+        passages = search(self.index, self.embedder, full_question, self.config.top_k, mode)
         if self.config.evidence == "passages":
             evidence = whole_passages(passages)
+        elif not is_arabic(full_question):
+            # Sentence selection matches terms, and an English question shares none with Arabic articles:
+            # give the model the two best passages whole instead.
+            evidence = whole_passages(passages[:2])
         else:
             evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.index.idf)
         timings = {"retrieve": time.perf_counter() - started}
