@@ -195,6 +195,12 @@ class Assistant:
             self._generator = LlamaGenerator(path, c.n_ctx, c.n_threads, c.n_batch, c.n_gpu_layers)
         return self._generator
 
+    def warm_up(self) -> None:
+        """Load the generator and have it read the fixed prompt prefix (system prompt and worked example) into
+        llama.cpp's cache, so that the first question reads no more of its prompt than later ones do."""
+        for _ in self.generator.generate(self._messages("", []), 1, STOP, 0.0):
+            pass
+
     def article(self, source: str) -> Article:
         """An indexed article by file name (only indexed articles can be read this way)."""
         if source not in self.index.articles:

@@ -301,4 +301,5 @@ def serve(config: Config) -> None:
     """`rag ui`: load the assistant and its model, then serve the chat until interrupted."""
     assistant = Assistant.load(config)
     assistant.generator  # noqa: B018  load the model now: a missing model fails here, not in the first answer
+    threading.Thread(target=assistant.warm_up, daemon=True).start()  # the first answer is then as fast as later ones
     launch(create_app(assistant, config), config)

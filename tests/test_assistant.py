@@ -53,6 +53,15 @@ def test_model_prompt_holds_the_evidence_and_the_question(fake_assistant):
     assert last.endswith(VISIT_QUESTION)
 
 
+def test_warm_up_sends_the_fixed_prefix_that_every_question_starts_with(fake_assistant):
+    fake_assistant.warm_up()
+    fake_assistant.ask(VISIT_QUESTION)
+    warm, asked = fake_assistant.generator.prompts
+    assert warm[:3] == asked[:3]  # system prompt and worked example, unchanged
+    assert warm[3]["content"].startswith(_prompt("question", fake_assistant.config).split("{passages}")[0])
+    assert "[1]" not in warm[3]["content"]  # no passage, no question
+
+
 def test_an_invented_number_is_refused(fake_assistant):
     fake_assistant._generator = ScriptedGenerator("عدد سكان قطر 11 مليون")
     answer = fake_assistant.ask("كم عدد سكان قطر؟")

@@ -55,3 +55,17 @@ def test_a_prompt_injection_gets_no_poem(real_assistant):
     if not answer.refused:  # whatever is said must come from the sources
         assert answer.citations and all(c.supported for c in answer.citations), answer.text
         assert len(answer.text.splitlines()) == 1
+
+
+@pytest.mark.real
+def test_after_warm_up_a_question_reuses_the_fixed_prefix_from_llamas_cache(real_assistant):
+    llm = real_assistant.generator.llm
+    llm.reset()
+    real_assistant.warm_up()
+    prefix = llm._input_ids.tolist()
+    assert len(prefix) > 300  # system prompt and worked example
+    answer = real_assistant.ask("متى زار بوتين قطر لأول مرة كرئيس؟")
+    assert "2007" in answer.text
+    asked = llm._input_ids.tolist()
+    shared = next((i for i, (a, b) in enumerate(zip(prefix, asked, strict=False)) if a != b), len(prefix))
+    assert shared >= 0.95 * len(prefix)  # all but the warm-up's empty question and its one token of reply
