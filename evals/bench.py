@@ -52,7 +52,7 @@ DIMS = 768
 DEPTH = 50  # candidates per ranking that rag.retrieve.search asks for
 K = 10  # recall@K against exact search
 EVIDENCE = ("sentences", "passages")
-VARIANTS = [{"evidence_sentences": 3}, {"evidence_sentences": 2}, {"top_k": 3}]
+VARIANTS = [{"evidence_sentences": 4}, {"evidence_sentences": 3}, {"top_k": 3}]
 VARIANT_FIGURES = ("correct", "f1", "citation_precision", "citation_recall", "refusal_accuracy", "false_refusal_rate",
                    "prompt_tokens_p50", "read_tokens_p50")
 ARABIC_LETTERS = "ابتثجحخدذرزسشصضطظعغفقكلمنهوي"

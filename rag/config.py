@@ -30,7 +30,7 @@ class Config:
     chunk_overlap: int = 80
     top_k: int = 4
     evidence: str = "sentences"  # what the model reads: the best "sentences" of the passages, or whole "passages"
-    evidence_sentences: int = 4
+    evidence_sentences: int = 2  # measured best of 2, 3 and 4 (evals/results/bench-latest.md)
     # Below this cosine for the best passage, and with few of the question's terms in the passages, the question
     # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
     min_similarity: float = 0.45
