@@ -28,7 +28,7 @@ import psutil
 from rag.assistant import Assistant
 from rag.chunk import Chunk, chunk_article
 from rag.config import PACKAGE_ROOT, Config, load_config
-from rag.embed import Embedder
+from rag.embedders import Embedder, make_embedder
 from rag.evaluate import (
     QueryCache,
     _table,
@@ -39,10 +39,13 @@ from rag.evaluate import (
     score_answer,
     summarize_answers,
 )
-from rag.index import Index, _embed_documents, build_index, load_index, make_dense_index
+from rag.generators import make_generator
+from rag.index import build_index, embed_documents
 from rag.ingest import load_articles
 from rag.normalize import fold_script, terms
 from rag.retrieve import search
+from rag.stores import make_store
+from rag.stores.faiss import FaissStore, Snapshot, make_dense_index
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
 GOLD = PACKAGE_ROOT / "evals" / "gold.jsonl"
@@ -197,8 +200,8 @@ def vocabulary(real_terms: list[str], size: int, seed: int = 0) -> list[str]:
     return ordered
 
 
-def synthetic_index(dense, vectors: np.ndarray, words: list[str], terms_per_chunk: int, seed: int = 0) -> Index:
-    """An Index over len(vectors) synthetic chunks: the given dense index, and BM25 over token lists drawn from a
+def synthetic_index(dense, vectors: np.ndarray, words: list[str], terms_per_chunk: int, seed: int = 0) -> FaissStore:
+    """A FAISS store over len(vectors) synthetic chunks: the given dense index, and BM25 over token lists drawn from a
     Zipf distribution over the words."""
     import bm25s
 
@@ -209,10 +212,10 @@ def synthetic_index(dense, vectors: np.ndarray, words: list[str], terms_per_chun
     bm25 = bm25s.BM25()
     bm25.index([table[row].tolist() for row in draws], show_progress=False)
     chunks = [Chunk(f"s{i}", f"article{i // 8}", "", None, 0, 0, "") for i in range(len(vectors))]
-    return Index(Path("synthetic"), {}, {}, chunks, vectors, dense, bm25)
+    return FaissStore("synthetic", Snapshot(Path("synthetic"), {}, {}, chunks, vectors, dense, bm25))
 
 
-def bench_retrieval(embedder: Embedder, index: Index, questions: list[str], k: int, threads: int) -> dict:
+def bench_retrieval(embedder: Embedder, index: FaissStore, questions: list[str], k: int, threads: int) -> dict:
     """Query embedding, hybrid search with a ready query vector, and both together, one question at a time, with
     torch using `threads` threads."""
     import torch
@@ -227,7 +230,7 @@ def bench_retrieval(embedder: Embedder, index: Index, questions: list[str], k: i
     total = [_ms(search, index, embedder, q, k) for q in questions]
     torch.set_num_threads(shipped)
     return {
-        "chunks": len(index.chunks), "questions": len(questions), "index_type": type(index.dense).__name__,
+        "chunks": index.count(), "questions": len(questions), "index_type": type(index.snapshot.dense).__name__,
         "torch_threads": threads, "shipped": threads == shipped,
         "embed_ms_p50": percentile(embed, 50), "embed_ms_p95": percentile(embed, 95),
         "hybrid_search_ms_p50": percentile(hybrid, 50), "hybrid_search_ms_p95": percentile(hybrid, 95),
@@ -270,7 +273,7 @@ def bench_embedding(embedder: Embedder, config: Config, target: int = 200) -> di
     chunks, articles = seed_chunks(config)
     repeated = chunks * math.ceil(target / len(chunks))
     started = time.perf_counter()
-    _embed_documents(repeated, embedder, _quiet)
+    embed_documents(repeated, embedder)
     seconds = time.perf_counter() - started
     rate = len(repeated) / seconds
     per_article = len(chunks) / articles
@@ -281,7 +284,7 @@ def bench_embedding(embedder: Embedder, config: Config, target: int = 200) -> di
 
 
 def _build(seeds: Path, folder: Path, embedder: Embedder, config: Config) -> dict:
-    report = build_index(seeds, folder, embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
+    report = build_index(seeds, FaissStore(folder), embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
     return {"seconds": report.seconds, "chunks": report.chunks, "embedded": report.embedded,
             "added": len(report.added), "removed": len(report.removed)}
 
@@ -396,7 +399,7 @@ def _llm_call(assistant: Assistant, generator: TracedGenerator, question: str) -
     return _new_call(generator, before)
 
 
-def bench_answers(config: Config, embedder: Embedder, index: Index, generator: TracedGenerator,
+def bench_answers(config: Config, embedder: Embedder, index: FaissStore, generator: TracedGenerator,
                   questions: list[dict]) -> tuple[dict, list[dict]]:
     """The questions answered with sentence evidence, then again with whole passages, scored with rag.evaluate;
     figures per mode and the per-question records. One pass per mode keeps llama.cpp's cache as in use: each
@@ -430,7 +433,7 @@ def compare_modes(figures: dict) -> dict:
     return out
 
 
-def bench_variants(config: Config, embedder: Embedder, index: Index, generator: TracedGenerator,
+def bench_variants(config: Config, embedder: Embedder, index: FaissStore, generator: TracedGenerator,
                    questions: list[dict], variants: list[dict]) -> list[dict]:
     """Sentence evidence with other settings (e.g. fewer evidence sentences): quality, time and prompt tokens."""
     rows = []
@@ -464,18 +467,15 @@ def bench_prompt_cache(assistant: Assistant, generator: TracedGenerator, questio
     return {"questions": len(questions), "cold": figures(cold), "warm": figures(warm), "load_average": _load()}
 
 
-def bench_llm_settings(config: Config, embedder: Embedder, index: Index, question: dict,
+def bench_llm_settings(config: Config, embedder: Embedder, index: FaissStore, question: dict,
                        settings: list[tuple[int, int]], repeats: int) -> list[dict]:
     """Prompt reading and generation speed for (n_threads, n_batch) pairs: one question asked with an empty
     cache `repeats` times per pair, the fastest kept (the cores are shared with other work)."""
-    from rag.generate import LlamaGenerator
-    from rag.models import resolve
-
-    path = resolve(config.generator, config.models_dir, "generator")
     rows = []
     for n_threads, n_batch in settings:
-        generator = TracedGenerator(LlamaGenerator(path, config.n_ctx, n_threads, n_batch, config.n_gpu_layers))
-        assistant = Assistant(config.replace(n_threads=n_threads, n_batch=n_batch), embedder, index, generator)
+        varied = config.replace(n_threads=n_threads, n_batch=n_batch)
+        generator = TracedGenerator(make_generator(varied))
+        assistant = Assistant(varied, embedder, index, generator)
         calls = []
         for _ in range(repeats):
             generator.reset_cache()
@@ -665,14 +665,10 @@ def write_results(result: dict, out: Path) -> Path:
     return path
 
 
-def bench_llm(args: argparse.Namespace, config: Config, embedder: Embedder, index: Index, gold: list[dict],
+def bench_llm(args: argparse.Namespace, config: Config, embedder: Embedder, index: FaissStore, gold: list[dict],
               result: dict) -> TracedGenerator:
     """The LLM parts, into result: prompt cache, answers in both evidence modes, settings, memory."""
-    from rag.generate import LlamaGenerator
-    from rag.models import resolve
-
-    path = resolve(config.generator, config.models_dir, "generator")
-    inner, seconds = timed(LlamaGenerator, path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers)
+    inner, seconds = timed(make_generator, config)
     result["load"]["generator_s"] = round(seconds, 2)
     generator = TracedGenerator(inner)
     answerable = [q for q in gold if q["answerable"]][: 3 if args.quick else 5]
@@ -704,9 +700,6 @@ def bench_scales(sizes: list[int], keep: int, work: Path, queries: int) -> list[
 
 def run(args: argparse.Namespace) -> dict:
     """Every part of the benchmark; the result as one dict."""
-    from rag.embed import SentenceTransformerEmbedder
-    from rag.models import resolve
-
     started = time.perf_counter()
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine()}
     config = load_config(seeds_dir=PACKAGE_ROOT / "seeds")
@@ -716,12 +709,12 @@ def run(args: argparse.Namespace) -> dict:
     keep = min(max_scale, RETRIEVAL_CHUNKS)
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         work = Path(tmp)
-        embedder, seconds = timed(SentenceTransformerEmbedder, resolve(config.embedder, config.models_dir, "embedder"))
+        embedder, seconds = timed(make_embedder, config)
         result["load"] = {"embedder_s": round(seconds, 2)}
         print("incremental indexing", file=sys.stderr)
         result["incremental"] = bench_incremental(embedder, config, work)
         config = config.replace(index_dir=work / "index")
-        index = load_index(config.index_dir)
+        index = make_store(config)
         info = run_info(Assistant(config, embedder, index), False)  # the commit as the run starts
         # The answer latencies matter most and the load of a shared machine drifts: the LLM goes first.
         generator = None if args.skip_llm else bench_llm(args, config, embedder, index, gold, result)

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from rag.chunk import sentence_spans
 from rag.cite import Citation, Evidence, attribute, heading
 from rag.config import Config, load_config
-from rag.embed import Embedder
+from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
-from rag.generate import Generator, load_prompt
-from rag.index import Index, load_index
+from rag.generators import Generator, make_generator
 from rag.ingest import Article
 from rag.normalize import is_arabic, normalize, terms
+from rag.prompts import load_prompt
 from rag.retrieve import Mode, Passage, search
+from rag.stores import Store, make_store
+from rag.stores.base import check_compatible
 
 MIN_COVERAGE = 0.5  # idf-weighted share of the question's terms found in the passages (or see min_similarity)
 RELATIVE_EVIDENCE = 0.6  # keep evidence scoring at least this share of the best sentence's score
@@ -104,14 +106,16 @@ def select_evidence(question: str, passages: list[Passage], limit: int, idf) -> 
     """The sentences of the retrieved passages that best cover the question's terms, in reading order.
 
     Sentences far below the best one are left out: distractors make a small model answer from the wrong passage.
+    idf: a function from terms to their weights (a store's idf).
     """
     wanted = set(terms(question))
-    total = sum(idf(t) for t in wanted) or 1.0
+    weight = idf(wanted)
+    total = sum(weight.values()) or 1.0
     scored = []
     for rank, passage in enumerate(passages):
         chunk = passage.chunk
         for s, e in evidence_units(chunk.text):
-            coverage = sum(idf(t) for t in wanted & set(terms(chunk.text[s:e]))) / total
+            coverage = sum(weight[t] for t in wanted & set(terms(chunk.text[s:e]))) / total
             # Coverage decides; the passage's similarity and rank break ties between sentences.
             scored.append((coverage + 0.2 * passage.dense - 0.01 * rank, rank, s, e, passage))
     if not scored:
@@ -165,34 +169,27 @@ def is_refusal(reply: str) -> bool:
 class Assistant:
     """Answers questions about the indexed articles, citing the passages that support each sentence."""
 
-    def __init__(self, config: Config, embedder: Embedder, index: Index, generator: Generator | None = None):
+    def __init__(self, config: Config, embedder: Embedder, store: Store, generator: Generator | None = None):
         self.config = config
         self.embedder = embedder
-        self.index = index
+        self.store = store
         self._generator = generator
 
     @classmethod
     def load(cls, config: Config | None = None, generator: Generator | None = None) -> Assistant:
-        """Load the embedder and the index named by the config; the generator loads on first use."""
-        from rag.embed import SentenceTransformerEmbedder
-        from rag.models import resolve
-
+        """Open the store and load the embedder named by the config; the generator loads on first use."""
         config = config or load_config()
-        index = load_index(config.index_dir)
-        embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
-        index.check_compatible(embedder.id, config.chunk_size, config.chunk_overlap)
-        return cls(config, embedder, index, generator)
+        store = make_store(config)
+        manifest = store.manifest()  # no index: say so before loading the embedder
+        embedder = make_embedder(config)
+        check_compatible(manifest, store.where, embedder.id, config.chunk_size, config.chunk_overlap)
+        return cls(config, embedder, store, generator)
 
     @property
     def generator(self) -> Generator:
         """The generator, loaded once per process on first use."""
         if self._generator is None:
-            from rag.generate import LlamaGenerator
-            from rag.models import resolve
-
-            c = self.config
-            path = resolve(c.generator, c.models_dir, "generator")
-            self._generator = LlamaGenerator(path, c.n_ctx, c.n_threads, c.n_batch, c.n_gpu_layers)
+            self._generator = make_generator(self.config)
         return self._generator
 
     def warm_up(self) -> None:
@@ -203,14 +200,12 @@ class Assistant:
 
     def article(self, source: str) -> Article:
         """An indexed article by file name (only indexed articles can be read this way)."""
-        if source not in self.index.articles:
-            raise RagError(f"no indexed article named {source!r}")
-        return self.index.articles[source]
+        return self.store.article(source)
 
     def search(self, question: str, k: int | None = None, mode: Mode = "hybrid") -> list[Passage]:
         """The passages that best match a question."""
         question = check_question(question, self.config.max_question_chars)
-        return search(self.index, self.embedder, question, k or self.config.top_k, mode)
+        return search(self.store, self.embedder, question, k or self.config.top_k, mode)
 
     def ask(self, question: str, history: Sequence[str] = ()) -> Answer:
         """Answer a question (history: the earlier questions of the conversation, oldest first)."""
@@ -221,11 +216,10 @@ class Assistant:
         """Yield the answer's tokens as the model writes them, then the checked Answer."""
         started = time.perf_counter()
         question = check_question(question, self.config.max_question_chars)
-        prompts = self.config.prompts_dir
-        full_question = rewrite_followup(question, list(history), load_prompt("followup", prompts))
+        full_question = rewrite_followup(question, list(history), load_prompt("followup"))
         # BM25 over Arabic terms only matches stray English fragments of a question in another language.
         mode = "hybrid" if is_arabic(full_question) else "dense"
-        passages = search(self.index, self.embedder, full_question, self.config.top_k, mode)
+        passages = search(self.store, self.embedder, full_question, self.config.top_k, mode)
         if self.config.evidence == "passages":
             evidence = whole_passages(passages)
         elif not is_arabic(full_question):
@@ -233,7 +227,7 @@ class Assistant:
             # give the model the two best passages whole instead.
             evidence = whole_passages(passages[:2])
         else:
-            evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.index.idf)
+            evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.store.idf)
         timings = {"retrieve": time.perf_counter() - started}
         if not evidence or not self._answerable(full_question, passages):
             timings["total"] = time.perf_counter() - started
@@ -267,20 +261,20 @@ class Assistant:
         found = set().union(*(terms(f"{p.chunk.title} {p.chunk.text}") for p in passages))
         if not wanted & found:
             return False
-        coverage = sum(self.index.idf(t) for t in wanted & found) / sum(self.index.idf(t) for t in wanted)
+        idf = self.store.idf(wanted)
+        coverage = sum(idf[t] for t in wanted & found) / sum(idf.values())
         return coverage >= MIN_COVERAGE or passages[0].dense >= self.config.min_similarity
 
     def _messages(self, question: str, evidence: list[Evidence]) -> list[dict]:
         """System prompt and a worked example (a fixed prefix, cached by llama.cpp), then evidence and question."""
-        prompts = self.config.prompts_dir
         budget = self.config.n_ctx - self.config.max_tokens - 64
         count = getattr(self.generator, "count_tokens", lambda text: math.ceil(len(text) / 2))
         while True:
             messages = [
-                {"role": "system", "content": load_prompt("system", prompts)},
-                {"role": "user", "content": load_prompt("example_question", prompts)},
-                {"role": "assistant", "content": load_prompt("example_answer", prompts)},
-                {"role": "user", "content": load_prompt("question", prompts).format(
+                {"role": "system", "content": load_prompt("system")},
+                {"role": "user", "content": load_prompt("example_question")},
+                {"role": "assistant", "content": load_prompt("example_answer")},
+                {"role": "user", "content": load_prompt("question").format(
                     passages=format_evidence(evidence), question=question)},
             ]
             needed = count("\n".join(m["content"] for m in messages)) + 16 * len(messages)
@@ -293,4 +287,4 @@ class Assistant:
 
     def _refusal(self, question: str, passages: list[Passage], timings: dict, reply: str) -> Answer:
         name = "refusal" if is_arabic(question) else "refusal.en"
-        return Answer(question, load_prompt(name, self.config.prompts_dir), [], True, passages, timings, reply)
+        return Answer(question, load_prompt(name), [], True, passages, timings, reply)

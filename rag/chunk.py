@@ -40,13 +40,13 @@ def chunk_article(article: Article, size: int, overlap: int) -> list[Chunk]:
         keep_separator="end",
         strip_whitespace=True,
     )
-    chunks, previous_start, previous_len = [], 0, 0
+    chunks, previous_start, previous_len = [], -1, 0
     for piece in splitter.split_text(article.text):
-        # As langchain's add_start_index: search from where the overlap can begin, so a repeated sentence
-        # is found at its own place, not at an earlier copy.
-        start = article.text.find(piece, max(previous_start, previous_start + previous_len - overlap))
+        # As langchain's add_start_index, but a passage never starts where the one before it did: search from
+        # where the overlap can begin, so a repeated sentence is found at its own place, not at an earlier copy.
+        start = article.text.find(piece, max(previous_start + 1, previous_start + previous_len - overlap))
         if start < 0:
-            start = article.text.find(piece)
+            start = article.text.find(piece, max(previous_start, 0))
         chunks.append(Chunk(f"{article.id}#{len(chunks)}", article.id, article.title, article.date, start,
                             start + len(piece), piece))
         previous_start, previous_len = start, len(piece)

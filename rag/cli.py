@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
 import sys
+import traceback
 from pathlib import Path
 
-from rag.config import CACHE_DIR, Config, load_config
+from rag.config import CACHE_DIR, FIELD_TYPES, HELP, Config, load_config
 from rag.errors import RagError
+
+# Control characters (an escape sequence starts with one) and bidi overrides from an article must never reach the
+# terminal: they could rewrite what the user sees. Line breaks and tabs are kept.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object) -> str:
+    """Text made safe to print to a terminal."""
+    return _UNSAFE.sub("", str(text))
 
 
 def _question(words: list[str]) -> str:
     """The question from the command line, or from stdin when it is '-' (bytes decoded leniently)."""
     if words == ["-"]:
-        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        return sys.stdin.buffer.read(1_000_000).decode("utf-8", errors="replace")
     # Arguments that were not valid UTF-8 arrive as surrogate escapes: turn them into replacement marks.
     return " ".join(words).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
@@ -27,17 +40,19 @@ def cmd_models(args, config: Config) -> None:
     for name in names:
         if name in MODELS:
             pull(name, config.models_dir, CACHE_DIR / "downloads")
+        elif args.names:
+            raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
 def cmd_index(args, config: Config) -> None:
-    from rag.embed import SentenceTransformerEmbedder
+    from rag.embedders import make_embedder
     from rag.index import build_index
-    from rag.models import resolve
+    from rag.stores import make_store
 
-    embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
-    report = build_index(config.seeds_dir, config.index_dir, embedder, config.chunk_size, config.chunk_overlap,
-                         log=lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    print(f"index {config.index_dir}: {report.chunks} chunks ({report.faiss_type}) from "
+    store = make_store(config)
+    report = build_index(config.seeds_dir, store, make_embedder(config), config.chunk_size, config.chunk_overlap,
+                         log=lambda msg: print(f"warning: {safe(msg)}", file=sys.stderr))
+    print(f"index {store.where}: {report.chunks} chunks ({report.dense}) from "
           f"{len(report.added) + len(report.changed) + len(report.unchanged)} articles in {report.seconds}s; "
           f"added {len(report.added)}, changed {len(report.changed)}, removed {len(report.removed)}, "
           f"unchanged {len(report.unchanged)}; embedded {report.embedded} chunks")
@@ -53,9 +68,9 @@ def cmd_search(args, config: Config) -> None:
         return
     for rank, p in enumerate(passages, 1):
         c = p.chunk
-        print(f"[{rank}] {c.article_id} {c.date or ''} (rrf {p.score:.4f}, cos {p.dense:.3f}, bm25 {p.bm25:.2f})")
-        print(f"    {c.title}")
-        print(f"    {c.text[:300]}{'…' if len(c.text) > 300 else ''}\n")
+        print(safe(f"[{rank}] {c.article_id} {c.date or ''} (rrf {p.score:.4f}, cos {p.dense:.3f}, bm25 {p.bm25:.2f})"))
+        print(safe(f"    {c.title}"))
+        print(safe(f"    {c.text[:300]}{'…' if len(c.text) > 300 else ''}\n"))
 
 
 def cmd_ask(args, config: Config) -> None:
@@ -64,22 +79,23 @@ def cmd_ask(args, config: Config) -> None:
     question = check_question(_question(args.question), config.max_question_chars)
     assistant = Assistant.load(config)
     answer = None
+    streaming = not args.json and sys.stderr.isatty()
     for piece in assistant.stream(question):
         if isinstance(piece, Answer):
             answer = piece
-        elif not args.json and sys.stderr.isatty():
-            print(piece, end="", file=sys.stderr, flush=True)  # the raw reply as it streams
-    if sys.stderr.isatty() and not args.json:
+        elif streaming:
+            print(safe(piece).replace("\n", " "), end="", file=sys.stderr, flush=True)  # the raw reply as it streams
+    if streaming:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return
-    print(answer.text)
+    print(safe(answer.text))
     for c in answer.citations:
         mark = "" if c.supported else "  (غير مؤكد / unsupported)"
-        print(f"  [{c.n}] {c.source} — {c.title} {c.date or ''}{mark}\n      «{c.text}»")
+        print(safe(f"  [{c.n}] {c.source} — {c.title} {c.date or ''}{mark}\n      «{c.text}»"))
     if answer.refused and answer.passages:
-        print("  أقرب المقاطع / closest passages: " + ", ".join(p.chunk.id for p in answer.passages[:3]))
+        print(safe("  أقرب المقاطع / closest passages: " + ", ".join(p.chunk.id for p in answer.passages[:3])))
 
 
 def cmd_eval(args, config: Config) -> None:
@@ -95,13 +111,16 @@ def cmd_ui(args, config: Config) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser (settings flags apply to every command)."""
-    p = argparse.ArgumentParser(prog="rag", description="Offline Arabic question answering with cited sources.")
+    """The argument parser: every setting of rag.config.Config is a flag of every command."""
+    p = argparse.ArgumentParser(prog="rag", description="Offline Arabic question answering with cited sources.",
+                                epilog="Settings come from defaults < rag.toml < RAG_* variables < these flags.")
     p.add_argument("--config", help="a rag.toml file (default: ./rag.toml if present)")
-    for name, kind in [("seeds-dir", str), ("index-dir", str), ("models-dir", str), ("embedder", str),
-                       ("generator", str), ("top-k", int), ("n-threads", int), ("n-gpu-layers", int),
-                       ("n-ctx", int), ("temperature", float), ("max-tokens", int)]:
-        p.add_argument(f"--{name}", type=kind, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    settings = p.add_argument_group("settings")
+    for name, kind in FIELD_TYPES.items():
+        # Values are read as text and checked by rag.config, exactly like rag.toml and RAG_* values.
+        settings.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=kind.upper(),
+                              help=HELP[name])
     sub = p.add_subparsers(dest="command", required=True)
     models = sub.add_parser("models", help="manage the local models")
     models_sub = models.add_subparsers(dest="action", required=True)
@@ -116,33 +135,49 @@ def parser() -> argparse.ArgumentParser:
         if name == "search":
             cmd.add_argument("-k", type=int, default=None, help="number of passages")
         cmd.set_defaults(func=func)
-    ev = sub.add_parser("eval", help="evaluate on gold Q&A pairs or a SQuAD-format benchmark")
-    ev.add_argument("--gold", type=Path, default=Path("evals/gold.jsonl"))
-    ev.add_argument("--squad", type=Path, help="a SQuAD-format JSON file to index and evaluate on")
-    ev.add_argument("--sample", type=int, default=50, help="questions answered by the LLM in --squad mode")
-    ev.add_argument("--out", type=Path, default=Path("evals/results"))
-    ev.add_argument("--retrieval-only", action="store_true")
-    ev.add_argument("--limit", type=int, default=None)
-    ev.set_defaults(func=cmd_eval)
     sub.add_parser("ui", help="start the chat UI on 127.0.0.1").set_defaults(func=cmd_ui)
+    ev = sub.add_parser("eval", help="evaluate on gold Q&A pairs or a SQuAD-format benchmark")
+    ev.add_argument("--gold", type=Path, default=Path("evals/gold.jsonl"), help="gold questions, one JSON per line")
+    ev.add_argument("--squad", type=Path, help="a SQuAD-format JSON file to index and evaluate on")
+    ev.add_argument("--sample", type=int, default=50, help="questions answered by the model in --squad mode")
+    ev.add_argument("--out", type=Path, default=Path("evals/results"), help="folder the results are written to")
+    ev.add_argument("--retrieval-only", action="store_true", help="score retrieval only, without the model")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    ev.set_defaults(func=cmd_eval)
     return p
 
 
+def _stop(signum, _frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: locks released, temp files removed
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `rag` command."""
+    """Entry point of the `rag` command: every error a user can cause is one line, `error: …`, and exit code 2."""
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        overrides = {k: getattr(args, k) for k in ("seeds_dir", "index_dir", "models_dir", "embedder", "generator",
-                                                  "top_k", "n_threads", "n_gpu_layers", "n_ctx", "temperature",
-                                                  "max_tokens")}
+        overrides = {name: getattr(args, name) for name in FIELD_TYPES}
         config = load_config(args.config, **overrides)
         args.func(args, config)
     except RagError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e))
+    except OSError as e:  # paths, permissions, a full disk, a closed pipe: the user's to fix, not a bug
+        if isinstance(e, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the reader left: stop quietly
+            return 1
+        where = f": {e.filename}" if e.filename else ""
+        return _fail(args, f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _fail(args, message: str) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"error: {safe(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import numpy as np
 from rag.assistant import Assistant, check_question
 from rag.cite import strip_markers
 from rag.config import PACKAGE_ROOT, Config
-from rag.embed import Embedder
+from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
-from rag.generate import Generator
+from rag.generators import Generator
 from rag.normalize import fold_script, normalize, stem, tokens
 from rag.retrieve import search
 
@@ -145,7 +145,7 @@ def score_retrieval(assistant: Assistant, embedder: Embedder, question: str, gol
     out = {}
     for mode in MODES:
         # The first k of a search for max(ks) passages are the search for k: both rank the same 50 candidates.
-        passages = search(assistant.index, embedder, question, max(ks), mode)
+        passages = search(assistant.store, embedder, question, max(ks), mode)
         ranked = [p.chunk.article_id for p in passages]
         out[mode] = {
             "passages": [{"id": p.chunk.id, "score": round(p.score, 5)} for p in passages],
@@ -434,7 +434,8 @@ def run_gold(assistant: Assistant, gold: Path, out: Path, retrieval_only: bool =
     questions = load_gold(gold)[:limit]
     info = run_info(assistant, not retrieval_only)  # loads the generator first: no load time in the latencies
     records = evaluate(assistant, questions, GOLD_KS, [] if retrieval_only else range(len(questions)))
-    summary = summarize(_name("gold", retrieval_only, limit), records, GOLD_KS, info, assistant.index.articles,
+    indexed = assistant.store.manifest()["articles"]
+    summary = summarize(_name("gold", retrieval_only, limit), records, GOLD_KS, info, indexed,
                         time.perf_counter() - started)
     summary["gold"] = str(gold)
     summary["path"] = str(write_results(Path(out), summary, records, GOLD_KS))
@@ -463,7 +464,8 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
               seed: int = 0) -> dict:
     """Index every paragraph of a SQuAD-format file (a paragraph is an article), retrieve for every question,
     answer a seeded random sample of them, and write the results into out."""
-    from rag.index import build_index, load_index
+    from rag.index import build_index
+    from rag.stores import make_store
 
     started = time.perf_counter()
     try:
@@ -476,22 +478,20 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
         (work / "seeds").mkdir()
         questions = squad_questions(data, work / "seeds", name)[:limit]
         config = config.replace(seeds_dir=work / "seeds", index_dir=work / "index")
-        if embedder is None:
-            from rag.embed import SentenceTransformerEmbedder
-            from rag.models import resolve
-
-            embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
-        report = build_index(config.seeds_dir, config.index_dir, embedder, config.chunk_size, config.chunk_overlap,
+        embedder = embedder or make_embedder(config)
+        store = make_store(config)
+        report = build_index(config.seeds_dir, store, embedder, config.chunk_size, config.chunk_overlap,
                              log=lambda msg: print(msg, file=sys.stderr))
-        assistant = Assistant(config, embedder, load_index(config.index_dir), generator)
+        assistant = Assistant(config, embedder, store, generator)
+        indexed = set(store.manifest()["articles"])
         asked = sorted(random.Random(seed).sample(range(len(questions)), min(sample, len(questions))))
         info = run_info(assistant, bool(asked))
-        info["index"] = {"paragraphs": len(list((work / "seeds").iterdir())), "articles": len(assistant.index.articles),
+        info["index"] = {"paragraphs": len(list((work / "seeds").iterdir())), "articles": len(indexed),
                          "chunks": report.chunks, "seconds": report.seconds, "skipped": report.warnings}
         records = evaluate(assistant, questions, SQUAD_KS, asked)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarize(_name(f"squad-{name}", not asked, limit), records, SQUAD_KS, info, assistant.index.articles,
+    summary = summarize(_name(f"squad-{name}", not asked, limit), records, SQUAD_KS, info, indexed,
                         time.perf_counter() - started)
     summary |= {"squad": str(path), "sample": len(asked), "seed": seed}
     summary["path"] = str(write_results(Path(out), summary, records, SQUAD_KS))

@@ -6,6 +6,7 @@ import html
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,15 +83,15 @@ class Chat:
         self._lock = threading.Lock()
 
     def assistant_for(self, model: str, top_k: int, temperature: float) -> Assistant:
-        """An assistant with these settings; one per model, all sharing the loaded embedder and index."""
+        """An assistant with these settings; one per model, all sharing the loaded embedder and store."""
         with self._lock:
             if model not in self._by_model:
                 base = self.base
-                self._by_model[model] = Assistant(base.config.replace(generator=model), base.embedder, base.index)
+                self._by_model[model] = Assistant(base.config.replace(generator=model), base.embedder, base.store)
             shared = self._by_model[model]
             generator = shared.generator  # loaded once per model, on first use
         config = shared.config.replace(top_k=int(top_k), temperature=float(temperature))
-        return Assistant(config, shared.embedder, shared.index, generator)
+        return Assistant(config, shared.embedder, shared.store, generator)
 
     def respond(
         self, question: str, messages: list[dict], questions: list[str], model: str, top_k: int, temperature: float
@@ -297,8 +298,19 @@ def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) ->
     return url
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail at once, before loading any model, when the UI's address cannot be listened on."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise RagError(f"cannot listen on {host}:{port} ({e.strerror}): stop the program using it or choose another "
+                       "port with --port") from e
+
+
 def serve(config: Config) -> None:
     """`rag ui`: load the assistant and its model, then serve the chat until interrupted."""
+    check_port(config.host, config.port)
     assistant = Assistant.load(config)
     assistant.generator  # noqa: B018  load the model now: a missing model fails here, not in the first answer
     threading.Thread(target=assistant.warm_up, daemon=True).start()  # the first answer is then as fast as later ones

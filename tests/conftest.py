@@ -12,8 +12,12 @@ import pytest
 
 from rag.assistant import Assistant
 from rag.config import PACKAGE_ROOT, Config, load_config
-from rag.index import build_index, load_index
+from rag.embedders import EMBEDDERS, make_embedder
+from rag.generators import GENERATORS
+from rag.index import build_index
 from rag.normalize import terms
+from rag.stores import make_store
+from rag.stores.faiss import FaissStore
 
 ARTICLES = {
     "a_visit.txt": "زيارة بوتين إلى الدوحة\n12 أكتوبر 2022\n"
@@ -36,6 +40,10 @@ class HashEmbedder:
     def __init__(self):
         self.calls = 0
 
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> HashEmbedder:
+        return cls()
+
     def embed_batch(self, texts: list[str], kind: str) -> np.ndarray:
         self.calls += len(texts)
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
@@ -54,11 +62,26 @@ class ScriptedGenerator:
         self.reply = reply
         self.prompts: list[list[dict]] = []
 
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> ScriptedGenerator:
+        return cls(spec) if spec else cls()
+
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         self.prompts.append(messages)
         text = self.reply(messages) if callable(self.reply) else self.reply
         for word in text.split(" "):
             yield word + " "
+
+
+# The fakes are backends like the real ones: `embedder = "hash:"`, `generator = "scripted:<reply>"`.
+EMBEDDERS["hash"] = "conftest:HashEmbedder"
+GENERATORS["scripted"] = "conftest:ScriptedGenerator"
+
+
+def build_store(seeds: Path, folder: Path, embedder=None, size: int = 200, overlap: int = 20, log=None) -> FaissStore:
+    """Build a FAISS index of seeds into folder (hash embedder by default) and return it, freshly opened."""
+    build_index(seeds, FaissStore(folder), embedder or HashEmbedder(), size, overlap, log=log or (lambda *_: None))
+    return FaissStore(folder)
 
 
 @pytest.fixture
@@ -82,7 +105,7 @@ def seeds(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_config(tmp_path: Path, seeds: Path) -> Config:
     return Config(seeds_dir=seeds, index_dir=tmp_path / "index", models_dir=tmp_path / "models",
-                  embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3,
+                  embedder="hash:", chunk_size=200, chunk_overlap=20, top_k=3,
                   min_similarity=0.0)  # the hash embedder's cosines mean little: only the shared-term rule gates
 
 
@@ -90,18 +113,14 @@ def fake_config(tmp_path: Path, seeds: Path) -> Config:
 def fake_assistant(fake_config: Config) -> Assistant:
     """An assistant over the tiny corpus whose model answers 'في فبراير عام 2007 [1].'."""
     embedder = HashEmbedder()
-    build_index(fake_config.seeds_dir, fake_config.index_dir, embedder, 200, 20, log=lambda *_: None)
-    generator = ScriptedGenerator("في فبراير عام 2007 [1].")
-    return Assistant(fake_config, embedder, load_index(fake_config.index_dir), generator)
+    store = build_store(fake_config.seeds_dir, fake_config.index_dir, embedder)
+    return Assistant(fake_config, embedder, store, ScriptedGenerator("في فبراير عام 2007 [1]."))
 
 
 @pytest.fixture(scope="session")
 def real_assistant(tmp_path_factory) -> Assistant:
     """The real embedder and GGUF model over the repository's seed articles (index built in a temp folder)."""
-    from rag.embed import SentenceTransformerEmbedder
-    from rag.models import resolve
-
     config = load_config(seeds_dir=PACKAGE_ROOT / "seeds", index_dir=tmp_path_factory.mktemp("real") / "index")
-    embedder = SentenceTransformerEmbedder(resolve(config.embedder, config.models_dir, "embedder"))
-    build_index(config.seeds_dir, config.index_dir, embedder, config.chunk_size, config.chunk_overlap)
-    return Assistant(config, embedder, load_index(config.index_dir))
+    embedder = make_embedder(config)
+    build_index(config.seeds_dir, make_store(config), embedder, config.chunk_size, config.chunk_overlap)
+    return Assistant(config, embedder, make_store(config))

@@ -3,19 +3,19 @@
 import math
 
 import pytest
-from conftest import HashEmbedder, ScriptedGenerator
+from conftest import HashEmbedder, ScriptedGenerator, build_store
 
 from rag.assistant import Answer, Assistant, check_question, rewrite_followup
 from rag.cite import parse_markers
 from rag.errors import RagError
-from rag.generate import load_prompt
-from rag.index import build_index, load_index
+from rag.prompts import load_prompt
+from rag.stores.faiss import FaissStore
 
 VISIT_QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
 
 
 def _prompt(name, config):
-    return load_prompt(name, config.prompts_dir)
+    return load_prompt(name)
 
 
 def test_answer_cites_the_supporting_span_of_the_right_article(fake_assistant):
@@ -173,9 +173,9 @@ def test_the_prompt_stays_inside_the_context_window_with_huge_evidence(tmp_path,
     config = fake_config.replace(seeds_dir=seeds, index_dir=tmp_path / "many-index", n_ctx=1024, max_tokens=96,
                                  top_k=40, evidence_sentences=300)
     embedder = HashEmbedder()
-    build_index(seeds, config.index_dir, embedder, config.chunk_size, config.chunk_overlap, log=lambda *_: None)
+    build_store(seeds, config.index_dir, embedder, config.chunk_size, config.chunk_overlap)
     generator = ScriptedGenerator("بحث الوفد التعاون في مجال الغاز [1].")
-    assistant = Assistant(config, embedder, load_index(config.index_dir), generator)
+    assistant = Assistant(config, embedder, FaissStore(config.index_dir), generator)
 
     answer = assistant.ask("متى زار وفد قطري العاصمة الروسية وبحث التعاون في الطاقة؟")
 

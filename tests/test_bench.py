@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import rag.index
+import rag.stores.faiss
 from rag.config import PACKAGE_ROOT
 
 FIGURES = {"chunks", "dims", "queries", "index_type", "build_s", "search_ms_p50", "search_ms_p95", "recall@10",
@@ -32,7 +32,7 @@ def test_scale_exact_index(bench, tmp_path: Path):
 
 
 def test_scale_ivf_index(bench, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(rag.index, "EXACT_SEARCH_LIMIT", 1_000)
+    monkeypatch.setattr(rag.stores.faiss, "EXACT_SEARCH_LIMIT", 1_000)
     row = bench.bench_scale(2_000, tmp_path, queries=20, dims=32)
     assert row.keys() >= FIGURES
     assert row["index_type"].startswith("ivf")

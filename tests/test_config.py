@@ -1,8 +1,11 @@
 """Settings: defaults < rag.toml < RAG_* environment variables < explicit overrides."""
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rag.config import Config, load_config
 from rag.errors import RagError
@@ -90,7 +93,10 @@ def test_invalid_toml_is_an_error(tmp_path):
         ({"chunk_size": 100, "chunk_overlap": 100}, "chunk_overlap must be between 0 and chunk_size - 1"),
         ({"chunk_overlap": -1}, "chunk_overlap must be between"),
         ({"max_tokens": -5}, "max_tokens must be at least 1"),
-        ({"temperature": -0.1}, "temperature must be 0 or more"),
+        ({"temperature": -0.1}, "temperature must be between 0 and 2"),
+        ({"port": 70000}, "port must be between 1 and 65535"),
+        ({"n_gpu_layers": -2}, "n_gpu_layers must be -1"),
+        ({"min_similarity": 3}, "min_similarity must be between -1 and 1"),
     ],
 )
 def test_values_that_would_fail_later_are_refused_now(settings, message):
@@ -109,3 +115,55 @@ def test_replace_coerces_strings_to_the_field_type():
     config = Config().replace(top_k="3", temperature="0.7", index_dir="/tmp/idx")
     assert (config.top_k, config.temperature, config.index_dir) == (3, 0.7, Path("/tmp/idx"))
     assert Config().top_k == 4  # replace() returns a copy
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("temperature = nan", "temperature must be a finite number"),
+        ("temperature = inf", "temperature must be a finite number"),
+        ("min_similarity = -inf", "min_similarity must be a finite number"),
+        ("top_k = 4.9", "top_k must be a whole number, not 4.9"),
+        ('top_k = "4.5"', "top_k must be a whole number"),
+        ('top_k = "1e3"', "top_k must be a whole number"),
+        ('seeds_dir = ""', "setting seeds_dir: cannot read"),
+        ("seeds_dir = 3", "setting seeds_dir: cannot read 3 as Path"),
+        ("generator = 7", "setting generator: cannot read 7 as str"),
+    ],
+)
+def test_numbers_must_be_finite_and_whole_where_whole(tmp_path, line, message):
+    _toml(tmp_path, line + "\n")
+    with pytest.raises(RagError, match=message):
+        load_config()
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity"])
+def test_non_finite_numbers_from_the_environment_are_refused(monkeypatch, value):
+    monkeypatch.setenv("RAG_TEMPERATURE", value)
+    with pytest.raises(RagError, match="temperature must be a finite number"):
+        load_config()
+
+
+def test_a_config_file_that_is_a_folder_or_not_utf8_is_one_clear_error(tmp_path):
+    (tmp_path / "rag.toml").mkdir()
+    with pytest.raises(RagError, match="rag.toml is a folder, not a file"):
+        load_config()
+    (tmp_path / "rag.toml").rmdir()
+    (tmp_path / "rag.toml").write_bytes(b"top_k = 3\n# \xff\xfe\n")
+    with pytest.raises(RagError, match=r"rag.toml is not UTF-8 text \(byte 12\)"):
+        load_config()
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.text(max_size=12),
+                 st.booleans(), st.lists(st.integers(), max_size=2)))
+@settings(max_examples=200, deadline=None)
+def test_any_value_for_any_number_setting_is_taken_exactly_or_refused(value):
+    for name in ("top_k", "temperature", "port", "min_similarity"):
+        try:
+            config = load_config(**{name: value})
+        except RagError:
+            continue
+        got = getattr(config, name)
+        assert math.isfinite(got)
+        assert type(got) is type(getattr(Config(), name))
+        assert got == float(str(value).strip())  # never rounded or cut

@@ -137,10 +137,10 @@ def test_bad_files_are_skipped_with_a_clear_warning_while_the_others_load(tmp_pa
     _write(tmp_path, "a_good.txt", good)
     _write(tmp_path, "b_empty.txt", b"")
     _write(tmp_path, "c_latin1.txt", "قطر".encode("cp1256"))  # Windows-1256, not UTF-8
-    _write(tmp_path, "d_huge.txt", b"a" * (ingest.MAX_FILE_BYTES + 1))
+    _write(tmp_path, "d_huge.txt", b"a" * (ingest.MAX_BYTES[".txt"] + 1))
     _write(tmp_path, "e_copy.txt", good)
     _write(tmp_path, "f_only_crumbs.txt", "اترك تعليقاً\nزر الذهاب إلى الأعلى".encode())
-    _write(tmp_path, "g_notes.pdf", b"%PDF-1.4")  # not an article file: ignored silently
+    _write(tmp_path, "g_photo.jpg", b"\xff\xd8\xff")  # not an article file: ignored silently
     (tmp_path / "h_folder.txt").mkdir()  # a folder named like an article: ignored
 
     articles, warnings = load_articles(tmp_path)
@@ -148,7 +148,7 @@ def test_bad_files_are_skipped_with_a_clear_warning_while_the_others_load(tmp_pa
     assert [a.id for a in articles] == ["a_good.txt"]
     assert len(warnings) == 5
     by_file = {w.split(":")[0]: w for w in warnings}
-    assert "no text" in by_file["skipped b_empty.txt"]
+    assert by_file["skipped b_empty.txt"] == "skipped b_empty.txt: empty"
     assert "not UTF-8" in by_file["skipped c_latin1.txt"] and "iconv" in by_file["skipped c_latin1.txt"]
     assert "larger than 5 MB" in by_file["skipped d_huge.txt"]
     assert "same content as a_good.txt" in by_file["skipped e_copy.txt"]

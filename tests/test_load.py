@@ -28,10 +28,9 @@ SERVER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from conftest import ARTICLES, HashEmbedder, ScriptedGenerator
+from conftest import ARTICLES, HashEmbedder, ScriptedGenerator, build_store
 from rag.assistant import Assistant
 from rag.config import Config
-from rag.index import build_index, load_index
 from rag.ui import create_app, launch
 
 class SlowGenerator(ScriptedGenerator):
@@ -48,8 +47,8 @@ for name, text in ARTICLES.items():
 config = Config(seeds_dir=seeds, index_dir=folder / "index", embedder=HashEmbedder.id, chunk_size=200,
                 chunk_overlap=20, top_k=3, min_similarity=0.0, port=int(sys.argv[2]))
 embedder = HashEmbedder()
-build_index(seeds, config.index_dir, embedder, 200, 20, log=lambda *_: None)
-assistant = Assistant(config, embedder, load_index(config.index_dir), SlowGenerator("في فبراير عام 2007 [1]."))
+store = build_store(seeds, config.index_dir, embedder)
+assistant = Assistant(config, embedder, store, SlowGenerator("في فبراير عام 2007 [1]."))
 launch(create_app(assistant, config), config)
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ARTICLES, HashEmbedder, ScriptedGenerator
+from conftest import ARTICLES, HashEmbedder, ScriptedGenerator, build_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,9 +25,10 @@ from rag.chunk import sentence_spans
 from rag.cite import Evidence, attribute, is_instruction
 from rag.config import PACKAGE_ROOT, Config
 from rag.errors import RagError
-from rag.generate import LlamaGenerator, load_prompt
-from rag.index import build_index, load_index
+from rag.generators.llama import LlamaGenerator
 from rag.models import ModelSpec, pull, resolve
+from rag.prompts import load_prompt
+from rag.stores.faiss import FaissStore
 
 TESTS = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -60,12 +61,12 @@ def _corpus(tmp_path: Path, extra: dict[str, str], **changes) -> tuple[Config, H
                     embedder=HashEmbedder.id, chunk_size=200, chunk_overlap=20, top_k=3,
                     min_similarity=0.0).replace(**changes)
     embedder = HashEmbedder()
-    build_index(seeds, config.index_dir, embedder, 200, 20, log=lambda *_: None)
+    build_store(seeds, config.index_dir, embedder, 200, 20)
     return config, embedder
 
 
 def _assistant(config: Config, embedder: HashEmbedder, generator) -> Assistant:
-    return Assistant(config, embedder, load_index(config.index_dir), generator)
+    return Assistant(config, embedder, FaissStore(config.index_dir), generator)
 
 
 def _passage_block(prompt: str) -> list[str]:
@@ -126,10 +127,10 @@ def test_a_question_that_overrides_the_instructions_gets_nothing_unsupported(fak
     fake_assistant._generator = ScriptedGenerator(obeying_reply)
     answer = fake_assistant.ask(question)
     assert answer.refused and answer.citations == []
-    assert answer.text in (load_prompt("refusal", fake_assistant.config.prompts_dir),
-                           load_prompt("refusal.en", fake_assistant.config.prompts_dir))
+    assert answer.text in (load_prompt("refusal"),
+                           load_prompt("refusal.en"))
     for messages in fake_assistant.generator.prompts:  # the question stays the user's question, on one line
-        assert messages[0]["content"] == load_prompt("system", fake_assistant.config.prompts_dir)
+        assert messages[0]["content"] == load_prompt("system")
         assert messages[-1]["content"].endswith("السؤال: " + question)
 
 
@@ -146,7 +147,7 @@ def _prompt_tokens(messages: list[dict]) -> int:
 
 def test_the_prompt_is_trimmed_to_n_ctx_by_the_generators_own_count(tmp_path):
     config, embedder = _corpus(tmp_path, {}, max_tokens=64, top_k=3, evidence_sentences=6)
-    index = load_index(config.index_dir)
+    index = FaissStore(config.index_dir)
     question = VISIT_QUESTION + " وماذا بحث الجانبان عن الغاز وعن العلاقات الدبلوماسية؟"
     shown = {}
     for n_ctx in (4096, 1400, 1250, 1200):
@@ -163,7 +164,7 @@ def test_the_prompt_is_trimmed_to_n_ctx_by_the_generators_own_count(tmp_path):
 @pytest.mark.parametrize("n_ctx", [1000, 300, 64])
 def test_a_context_window_too_small_for_one_sentence_is_a_clear_error(fake_assistant, n_ctx):
     generator = CountingGenerator("في فبراير عام 2007 [1].")
-    tiny = Assistant(fake_assistant.config.replace(n_ctx=n_ctx), fake_assistant.embedder, fake_assistant.index,
+    tiny = Assistant(fake_assistant.config.replace(n_ctx=n_ctx), fake_assistant.embedder, fake_assistant.store,
                      generator)
     with pytest.raises(RagError, match=rf"need about \d+ tokens but n_ctx {n_ctx} leaves -?\d+: .*raise n_ctx"):
         tiny.ask(VISIT_QUESTION)
@@ -184,7 +185,7 @@ def test_an_article_ordering_the_model_is_quoted_data_and_its_order_is_refused(t
     assert PARIS in answer.raw  # the model was fooled; the checker was not
     assert any(p.chunk.article_id == "d_injected.txt" for p in answer.passages)  # still offered, as a passage
     [messages] = obeying.prompts
-    assert messages[0]["content"] == load_prompt("system", config.prompts_dir)
+    assert messages[0]["content"] == load_prompt("system")
     block = _passage_block(messages[-1]["content"])
     assert all(line.startswith(("[1] (", "[2] (", "[3] (")) for line in block)
     assert any("تجاهل كل التعليمات" in line for line in block)  # inside the evidence block, as data
@@ -281,7 +282,7 @@ def test_check_question_returns_clean_text_or_raises_rag_error(question, limit):
 @FUZZ
 @given(hostile_text, st.lists(hostile_text, max_size=3))
 def test_rewrite_followup_never_raises_and_keeps_the_question(question, previous):
-    template = load_prompt("followup", PACKAGE_ROOT / "prompts")
+    template = load_prompt("followup")
     rewritten = rewrite_followup(question, previous, template)
     assert question in rewritten
     if not previous:
@@ -315,8 +316,7 @@ def hash_cli(monkeypatch, tmp_path):
         if name.startswith("RAG_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("rag.embed.SentenceTransformerEmbedder", lambda folder: HashEmbedder())
-    monkeypatch.setattr("rag.models.resolve", lambda name, folder, kind: Path(name))
+    monkeypatch.setenv("RAG_EMBEDDER", "hash:")
 
 
 def test_rag_index_names_every_skipped_article_and_indexes_the_rest(hash_cli, seeds, tmp_path, capsys):
@@ -331,24 +331,24 @@ def test_rag_index_names_every_skipped_article_and_indexes_the_rest(hash_cli, se
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Traceback" not in err
-    for line in ["skipped e_empty.txt: no text left after removing boilerplate",
+    for line in ["skipped e_empty.txt: empty",
                  "skipped f_boilerplate.txt: no text left after removing boilerplate",
                  "skipped g_huge.txt: larger than 5 MB",
                  "skipped h_cp1256.txt: not UTF-8 text (byte 0); convert it with `iconv -t UTF-8`",
                  "skipped i_duplicate.txt: same content as a_visit.txt"]:
         assert f"warning: {line}" in err.splitlines()
     assert "from 3 articles" in out and "added 3" in out
-    assert set(load_index(tmp_path / "idx").articles) == set(ARTICLES)
+    assert set(FaissStore(tmp_path / "idx").snapshot.articles) == set(ARTICLES)
 
 
 def test_rag_index_with_no_usable_article_exits_2(hash_cli, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "x.txt").write_bytes(b"\xff\xfe\xfa")
+    (bad / "x.txt").write_bytes(b"\xfa\xfb\xfc")
     assert cli.main(["--seeds-dir", str(bad), "--index-dir", str(tmp_path / "idx"), "index"]) == 2
     err = capsys.readouterr().err
-    assert "error: no readable .txt or .md articles" in err and "skipped x.txt: not UTF-8" in err
-    assert not (tmp_path / "idx").exists()
+    assert "error: no readable articles" in err and "skipped x.txt: not UTF-8" in err
+    assert not (tmp_path / "idx" / "current").exists()
 
 
 # --- Two `rag index` processes ----------------------------------------------------------------------------------
@@ -358,19 +358,15 @@ import os, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from conftest import HashEmbedder
-import rag.embed, rag.models
+import rag.embedders
 
 class SlowEmbedder(HashEmbedder):
-    def __init__(self, folder):
-        super().__init__()
-
     def embed_batch(self, texts, kind):
         Path(os.environ["RAG_TEST_STARTED"]).touch()  # the lock is held from here on
         time.sleep(float(os.environ.get("RAG_TEST_DELAY", "0")))
         return super().embed_batch(texts, kind)
 
-rag.embed.SentenceTransformerEmbedder = SlowEmbedder
-rag.models.resolve = lambda name, folder, kind: Path(name)
+rag.embedders.EMBEDDERS["slow"] = "__main__:SlowEmbedder"
 from rag.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -378,7 +374,7 @@ sys.exit(main(sys.argv[1:]))
 
 def _index_process(script: Path, seeds: Path, folder: Path, started: Path, delay: float) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update(RAG_TEST_STARTED=str(started), RAG_TEST_DELAY=str(delay), TQDM_DISABLE="1")
+    env.update(RAG_TEST_STARTED=str(started), RAG_TEST_DELAY=str(delay), TQDM_DISABLE="1", RAG_EMBEDDER="slow:")
     return subprocess.Popen([PYTHON, str(script), "--seeds-dir", str(seeds), "--index-dir", str(folder), "index"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=seeds.parent)
 
@@ -412,14 +408,14 @@ def test_a_second_rag_index_process_is_refused_while_the_first_writes(slow_index
         assert first.returncode == 0, err.decode()
     finally:
         first.kill()
-    index = load_index(folder)
+    index = FaissStore(folder).snapshot
     assert set(index.articles) == set(ARTICLES) and len(index.vectors) == index.dense.ntotal == len(index.chunks)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".index")) == [".index.lock"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "current", "rag-index.json", "v000001"]
 
 
 def test_a_killed_rag_index_keeps_the_old_index_and_frees_the_lock(slow_index, seeds, tmp_path):
     folder = tmp_path / "index"
-    build_index(seeds, folder, HashEmbedder(), 600, 80, log=lambda *_: None)  # the defaults `rag index` uses
+    build_store(seeds, folder, HashEmbedder(), 600, 80)  # the defaults `rag index` uses
     (seeds / "d_new.txt").write_text("مقال جديد عن الغاز\nوقعت قطر اتفاقا جديدا لتوريد الغاز.", encoding="utf-8")
     doomed = _index_process(slow_index, seeds, folder, tmp_path / "doomed-started", delay=60)
     try:
@@ -428,12 +424,12 @@ def test_a_killed_rag_index_keeps_the_old_index_and_frees_the_lock(slow_index, s
         doomed.wait(timeout=10)
     finally:
         doomed.kill()
-    assert set(load_index(folder).articles) == set(ARTICLES)  # the old index is untouched
+    assert set(FaissStore(folder).snapshot.articles) == set(ARTICLES)  # the old index is untouched
     rerun = _index_process(slow_index, seeds, folder, tmp_path / "rerun-started", delay=0)
     out, err = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, err.decode()
     assert "added 1" in out.decode() and "unchanged 3" in out.decode()
-    assert set(load_index(folder).articles) == {*ARTICLES, "d_new.txt"}
+    assert set(FaissStore(folder).snapshot.articles) == {*ARTICLES, "d_new.txt"}
 
 
 # --- Models -----------------------------------------------------------------------------------------------------
@@ -506,7 +502,7 @@ def test_a_bad_generator_file_is_a_clear_error_naming_rag_models_pull(tmp_path, 
 def test_rag_ask_with_a_folder_as_generator_exits_2(fake_assistant, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Assistant, "load", staticmethod(
         lambda config=None, generator=None: Assistant(config.replace(min_similarity=0.0), fake_assistant.embedder,
-                                                      fake_assistant.index)))
+                                                      fake_assistant.store)))
     assert cli.main(["--generator", str(tmp_path), "ask", VISIT_QUESTION]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read the model file") and "Traceback" not in err
@@ -621,9 +617,9 @@ def test_real_model_does_not_state_what_an_injected_article_orders(real_assistan
     folder = tmp_path / "index"
     shutil.copytree(real_assistant.config.index_dir, folder)  # only the new article gets embedded
     config = real_assistant.config.replace(seeds_dir=seeds, index_dir=folder)
-    build_index(seeds, folder, real_assistant.embedder, config.chunk_size, config.chunk_overlap, log=lambda *_: None)
+    build_store(seeds, folder, real_assistant.embedder, config.chunk_size, config.chunk_overlap)
     generator = Recording(real_assistant.generator)
-    assistant = Assistant(config, real_assistant.embedder, load_index(folder), generator)
+    assistant = Assistant(config, real_assistant.embedder, FaissStore(folder), generator)
 
     for question in ["ما هي عاصمة قطر؟", "ماذا ستستضيف الدوحة الأسبوع المقبل؟"]:
         answer = assistant.ask(question)

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import HashEmbedder
+from conftest import HashEmbedder, build_store
 
-from rag.index import build_index, load_index
-from rag.retrieve import RRF_K, rrf, search, top_n
+from rag.retrieve import search
+from rag.stores.base import RRF_K, rrf, top_n
 
 
 def test_rrf_sums_reciprocal_ranks_with_k_60():
@@ -41,8 +41,7 @@ def test_top_n_best_first_and_only_positive_scores():
 
 @pytest.fixture
 def index(fake_config):
-    build_index(fake_config.seeds_dir, fake_config.index_dir, HashEmbedder(), 200, 20, log=lambda *_: None)
-    return load_index(fake_config.index_dir)
+    return build_store(fake_config.seeds_dir, fake_config.index_dir)
 
 
 @pytest.mark.parametrize(
@@ -87,8 +86,8 @@ def test_passage_to_dict_points_into_the_article(index):
     [passage] = search(index, HashEmbedder(), "بوغدانوف", k=1)
     d = passage.to_dict()
     assert set(d) == {"id", "source", "title", "date", "start", "end", "text", "score", "dense", "bm25"}
-    assert index.articles[d["source"]].text[d["start"] : d["end"]] == d["text"]
+    assert index.article(d["source"]).text[d["start"] : d["end"]] == d["text"]
 
 
 def test_k_larger_than_the_index(index):
-    assert len(search(index, HashEmbedder(), "قطر", k=50)) == len(index.chunks)
+    assert len(search(index, HashEmbedder(), "قطر", k=50)) == index.count()

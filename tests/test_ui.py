@@ -7,11 +7,12 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from conftest import ScriptedGenerator
+from conftest import ScriptedGenerator, build_store
 
 from rag.assistant import Answer, Assistant
 from rag.cite import Citation
 from rag.errors import RagError
+from rag.stores.faiss import FaissStore
 from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, launch
 
 QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
@@ -29,7 +30,7 @@ def html_of(message: dict) -> str:
 
 def with_reply(assistant: Assistant, reply) -> Chat:
     """A chat over the fake corpus whose model gives another scripted reply."""
-    return Chat(Assistant(assistant.config, assistant.embedder, assistant.index, ScriptedGenerator(reply)))
+    return Chat(Assistant(assistant.config, assistant.embedder, assistant.store, ScriptedGenerator(reply)))
 
 
 def test_answer_streams_then_shows_linked_markers_and_cards(fake_assistant):
@@ -97,10 +98,9 @@ def test_corpus_model_and_user_text_are_escaped(fake_assistant, seeds):
         "قام الرئيس الروسي فلاديمير بوتين <b>بزيارة</b> إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس.",
         encoding="utf-8",
     )
-    from rag.index import build_index, load_index
 
-    build_index(seeds, fake_assistant.config.index_dir, fake_assistant.embedder, 200, 20, log=lambda *_: None)
-    hostile = Assistant(fake_assistant.config, fake_assistant.embedder, load_index(fake_assistant.config.index_dir),
+    build_store(seeds, fake_assistant.config.index_dir, fake_assistant.embedder, 200, 20)
+    hostile = Assistant(fake_assistant.config, fake_assistant.embedder, FaissStore(fake_assistant.config.index_dir),
                         ScriptedGenerator("<img src=x onerror=alert(1)> في فبراير عام 2007 [1]."))
     steps = ask(Chat(hostile), "<script>alert(1)</script> " + QUESTION)
     html = "".join(html_of(m) for messages, _, _ in steps for m in messages)
@@ -146,16 +146,16 @@ def test_settings_apply_per_request_and_models_load_once(fake_assistant, monkeyp
     loaded = []
 
     class FakeLlama(ScriptedGenerator):
-        def __init__(self, path, n_ctx, n_threads, n_batch, n_gpu_layers):
-            super().__init__("في فبراير عام 2007 [1].")
-            loaded.append(path)
+        @classmethod
+        def from_config(cls, config, spec):
+            loaded.append(Path(spec))
+            return cls("في فبراير عام 2007 [1].")
 
-    monkeypatch.setattr("rag.models.resolve", lambda name, folder, kind: Path(name))
-    monkeypatch.setattr("rag.generate.LlamaGenerator", FakeLlama)
+    monkeypatch.setattr("rag.generators.llama.LlamaGenerator", FakeLlama)
     chat = Chat(fake_assistant)
     same = chat.assistant_for(MODEL, 2, 0.0)
     assert same.config.top_k == 2 and same.generator is fake_assistant.generator
-    assert same.embedder is fake_assistant.embedder and same.index is fake_assistant.index
+    assert same.embedder is fake_assistant.embedder and same.store is fake_assistant.store
     small = chat.assistant_for("qwen2.5-coder-0.5b", 5, 0.7)
     again = chat.assistant_for("qwen2.5-coder-0.5b", 5, 0.0)
     assert loaded == [Path("qwen2.5-coder-0.5b")]

@@ -124,7 +124,7 @@ def screenshot(page, name: str) -> None:
 def test_answer_cards_and_directions_with_the_fake_model(fake_assistant, page, monkeypatch):
     monkeypatch.setattr(Assistant, "stream", with_doubtful_sentence(Assistant.stream))
     gated = GatedGenerator("في فبراير عام 2007 [1].")
-    assistant = Assistant(fake_assistant.config, fake_assistant.embedder, fake_assistant.index, gated)
+    assistant = Assistant(fake_assistant.config, fake_assistant.embedder, fake_assistant.store, gated)
     with served(assistant) as url:
         page.goto(url)
         reply = send(page, QUESTION)
@@ -161,7 +161,7 @@ def test_answer_cards_and_directions_with_the_fake_model(fake_assistant, page, m
 def test_a_busy_model_does_not_block_other_users(fake_assistant, browser, monkeypatch):
     monkeypatch.setattr(rag.ui, "MAX_QUEUE", 1)
     gated = GatedGenerator("في فبراير عام 2007 [1].")
-    assistant = Assistant(fake_assistant.config, fake_assistant.embedder, fake_assistant.index, gated)
+    assistant = Assistant(fake_assistant.config, fake_assistant.embedder, fake_assistant.store, gated)
     pages = [browser.new_page() for _ in range(3)]
     first, second, third = pages
     try:

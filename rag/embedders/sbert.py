@@ -1,28 +1,16 @@
-"""Embedders: text -> unit-length float32 vectors. The default is EmbeddingGemma via sentence-transformers."""
+"""The default embedder: a local sentence-transformers model folder (EmbeddingGemma-300M), on the CPU by default."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal, Protocol
 
 import numpy as np
 
+from rag.config import Config
+from rag.embedders.base import Kind
 from rag.errors import RagError
-
-Kind = Literal["query", "document"]
-
-
-class Embedder(Protocol):
-    """Anything that turns texts into L2-normalized vectors."""
-
-    id: str  # identifies the model and its weights; stored in the index manifest
-    dims: int
-
-    def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
-        """Vectors of shape (len(texts), dims), float32, unit length."""
-        ...
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -37,7 +25,7 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """A local sentence-transformers model folder, run on the CPU by default."""
+    """A local sentence-transformers model folder, with the model's own query and document prompts."""
 
     def __init__(self, folder: Path, device: str = "cpu", batch_size: int = 16):
         try:
@@ -59,6 +47,13 @@ class SentenceTransformerEmbedder:
         self.dims = int(get_dims())
         self.batch_size = batch_size
         self.prompts = set(getattr(self.model, "prompts", {}) or {})
+
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> SentenceTransformerEmbedder:
+        """The model named by spec: a registered model pulled into models_dir, or a local folder."""
+        from rag.models import resolve
+
+        return cls(resolve(spec, config.models_dir, "embedder"))
 
     def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
         """Encode texts with the model's query or document prompt."""

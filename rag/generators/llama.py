@@ -1,36 +1,15 @@
-"""Generators: chat messages -> streamed answer tokens. The default runs a GGUF model with llama-cpp-python."""
+"""The default generator: a local GGUF model run in-process by llama-cpp-python (CPU, or Metal/CUDA offload)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
-from typing import Protocol
 
+from rag.config import Config
 from rag.errors import RagError
 
 GGUF_MAGIC = b"GGUF"
-
-
-class Generator(Protocol):
-    """Anything that streams a reply to chat messages."""
-
-    id: str
-
-    def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
-        """Yield the reply piece by piece."""
-        ...
-
-
-@cache
-def load_prompt(name: str, folder: Path) -> str:
-    """The text of prompts/<name>.txt: every prompt lives in a file, never in code."""
-    path = Path(folder) / f"{name}.txt"
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as e:
-        raise RagError(f"prompt file {path} is missing: restore it from the repository") from e
 
 
 class LlamaGenerator:
@@ -72,6 +51,14 @@ class LlamaGenerator:
         self.id = path.name
         self.n_ctx = n_ctx
         self._lock = threading.Lock()  # one llama context: one generation at a time
+
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> LlamaGenerator:
+        """The model named by spec: a registered model pulled into models_dir, or a local .gguf file."""
+        from rag.models import resolve
+
+        path = resolve(spec, config.models_dir, "generator")
+        return cls(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers)
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model uses for a text."""
