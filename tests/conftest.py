@@ -57,6 +57,7 @@ class ScriptedGenerator:
     """Replies with a scripted text, token by token, and remembers the prompts it was given."""
 
     id = "scripted"
+    features = frozenset()
 
     def __init__(self, reply: str | Callable[[list[dict]], str] = "لا تتضمن المصادر إجابة عن هذا السؤال."):
         self.reply = reply

@@ -15,6 +15,8 @@ GGUF_MAGIC = b"GGUF"
 class LlamaGenerator:
     """A local GGUF model run by llama.cpp: CPU by default, GPU offload with n_gpu_layers."""
 
+    features = frozenset()
+
     def __init__(
         self,
         path: Path,
