@@ -20,7 +20,7 @@ MB = 1_000_000
 MAX_BYTES = {".txt": 5 * MB, ".md": 5 * MB, ".html": 10 * MB, ".htm": 10 * MB, ".pdf": 50 * MB, ".docx": 50 * MB}
 INDEX_MARKER = "rag-index.json"  # a folder holding this file is an index, never articles
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and line breaks
-MAX_CONTROL_SHARE = 0.01  # text with more control characters than this is binary data
+MAX_CONTROL_SHARE = 0.05  # text with more control characters than this is binary data
 
 # Matched against the normalized line (alef/yeh/teh-marbuta folded, lower-cased).
 _BOILERPLATE = re.compile(
@@ -170,10 +170,10 @@ def decode_text(data: bytes) -> str:
         if data.startswith(bom):
             return _decode(data, encoding)
     if b"\x00" in data:
-        # UTF-16 without a BOM: one byte of most ASCII and Arabic characters is NUL (Arabic is 0x06xx), always at
-        # the same parity. Anything else with NULs in it is binary data.
+        # UTF-16 without a BOM: spaces, digits and Latin letters have a NUL high byte, always at the same parity
+        # (Arabic letters are 0x06xx). Anything else with NULs in it is binary data.
         even, odd = data[0::2].count(0), data[1::2].count(0)
-        if len(data) % 2 == 0 and max(even, odd) > 0.3 * len(data) / 2 and min(even, odd) == 0:
+        if len(data) % 2 == 0 and max(even, odd) > 0.02 * len(data) / 2 and min(even, odd) == 0:
             return _decode(data, "utf-16-le" if odd > even else "utf-16-be")
         raise ValueError("binary data (NUL bytes), not text")
     return _decode(data, "utf-8")

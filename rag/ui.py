@@ -301,8 +301,10 @@ def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) ->
 def check_port(host: str, port: int) -> None:
     """Fail at once, before loading any model, when the UI's address cannot be listened on."""
     try:
-        with socket.create_server((host, port)):
-            pass
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind((host, port))
     except OSError as e:
         raise RagError(f"cannot listen on {host}:{port} ({e.strerror}): stop the program using it or choose another "
                        "port with --port") from e

@@ -8,6 +8,7 @@ import pytest
 
 from rag import cli
 from rag.assistant import Assistant
+from rag.config import FIELD_TYPES
 
 VISIT_QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
 
@@ -115,3 +116,103 @@ def test_usage_errors_exit_2():
     with pytest.raises(SystemExit) as exc:
         cli.main(["ask"])
     assert exc.value.code == 2
+
+
+def test_every_setting_is_a_flag_with_a_help_line(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in FIELD_TYPES:
+        assert f"--{name.replace('_', '-')}" in out
+    assert "passages retrieved per question" in out and "--debug" in out
+
+
+def test_eval_options_all_have_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    out = capsys.readouterr().out
+    options = [line.split()[0] for line in out.splitlines() if line.strip().startswith("--")]
+    assert options and all(len(line.split()) > 2 for line in out.splitlines() if line.strip().startswith("--"))
+
+
+def test_flags_are_checked_like_every_other_setting(capsys):
+    assert cli.main(["--top-k", "4.9", "search", "بوتين"]) == 2
+    assert capsys.readouterr().err.strip() == "error: setting top_k must be a whole number, not '4.9'"
+    assert cli.main(["--temperature", "nan", "search", "بوتين"]) == 2
+    assert "temperature must be a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (PermissionError(13, "Permission denied", "/srv/articles"), "error: Permission denied: /srv/articles"),
+        (OSError(28, "No space left on device"), "error: No space left on device"),
+        (IsADirectoryError(21, "Is a directory", "seeds/x.txt"), "error: Is a directory: seeds/x.txt"),
+    ],
+)
+def test_an_os_error_a_user_can_cause_is_one_line_and_exit_2(monkeypatch, capsys, error, line):
+    def fail(*_args):
+        raise error
+
+    monkeypatch.setattr(cli, "parser", _parser_with(fail))
+    assert cli.main(["index"]) == 2
+    out, err = capsys.readouterr()
+    assert err == line + "\n" and out == ""
+
+
+def test_debug_prints_the_traceback_too(monkeypatch, capsys):
+    def fail(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "parser", _parser_with(fail))
+    assert cli.main(["--debug", "index"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("error: No space left on device\n")
+
+
+def _parser_with(func):
+    """cli.parser, except that every command runs func."""
+    real = cli.parser
+
+    def make():
+        p = real()
+        p.set_defaults(func=func)
+        for action in p._subparsers._group_actions:
+            for sub in action.choices.values():
+                sub.set_defaults(func=func)
+        return p
+
+    return make
+
+
+def test_control_characters_from_articles_never_reach_the_terminal(fake_load, fake_assistant, capsys, monkeypatch):
+    hostile = "\x1b]0;pwned\x07\x1b[2J\u202eزيارة"
+    answer_text = "في فبراير عام 2007 [1]."
+    monkeypatch.setattr(fake_assistant.generator, "reply", f"{hostile} {answer_text}")
+    chunk = fake_assistant.search(VISIT_QUESTION)[0].chunk
+    monkeypatch.setattr(chunk, "title", hostile)
+    assert cli.main(["search", VISIT_QUESTION]) == 0
+    assert cli.main(["ask", VISIT_QUESTION]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "زيارة" in out
+
+
+def test_safe_keeps_arabic_text_and_line_breaks():
+    assert cli.safe("سطر\tأول\nسطر\u200f ثان") == "سطر\tأول\nسطر\u200f ثان"
+    assert cli.safe("a\x00b\x1bc\x9bd\u2066e") == "abcde"
+
+
+def test_rag_ui_on_a_port_in_use_says_so_before_loading_any_model(monkeypatch, capsys):
+    import socket
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the models were loaded before the port was checked")
+
+    monkeypatch.setattr(Assistant, "load", staticmethod(never))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert cli.main(["--port", str(port), "ui"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port} (Address already in use)")
+    assert err.count("\n") == 1

