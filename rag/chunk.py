@@ -40,16 +40,19 @@ def chunk_article(article: Article, size: int, overlap: int) -> list[Chunk]:
         keep_separator="end",
         strip_whitespace=True,
     )
-    chunks, previous_start, previous_len = [], -1, 0
-    for piece in splitter.split_text(article.text):
-        # As langchain's add_start_index, but a passage never starts where the one before it did: search from
-        # where the overlap can begin, so a repeated sentence is found at its own place, not at an earlier copy.
-        start = article.text.find(piece, max(previous_start + 1, previous_start + previous_len - overlap))
+    text = article.text
+    chunks, previous_start, previous_end = [], -1, 0
+    for piece in splitter.split_text(text):
+        # Each passage starts between where the overlap with the one before can begin and the first word after it;
+        # of the places in that window where the text repeats, the last one (repeated words are not covered twice).
+        low = max(previous_start + 1, previous_end - overlap)
+        high = len(text) - len(text[previous_end:].lstrip())
+        start = text.rfind(piece, low, high + len(piece))
         if start < 0:
-            start = article.text.find(piece, max(previous_start, 0))
+            start = text.find(piece, max(previous_start, 0))
         chunks.append(Chunk(f"{article.id}#{len(chunks)}", article.id, article.title, article.date, start,
                             start + len(piece), piece))
-        previous_start, previous_len = start, len(piece)
+        previous_start, previous_end = start, start + len(piece)
     return chunks
 
 
