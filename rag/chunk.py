@@ -43,17 +43,25 @@ def chunk_article(article: Article, size: int, overlap: int) -> list[Chunk]:
     text = article.text
     chunks, previous_start, previous_end = [], -1, 0
     for piece in splitter.split_text(text):
-        # Each passage starts between where the overlap with the one before can begin and the first word after it;
-        # of the places in that window where the text repeats, the last one (repeated words are not covered twice).
-        low = max(previous_start + 1, previous_end - overlap)
-        high = len(text) - len(text[previous_end:].lstrip())
-        start = text.rfind(piece, low, high + len(piece))
-        if start < 0:
-            start = text.find(piece, max(previous_start, 0))
+        start = _place(text, piece, previous_start, previous_end, overlap)
         chunks.append(Chunk(f"{article.id}#{len(chunks)}", article.id, article.title, article.date, start,
                             start + len(piece), piece))
         previous_start, previous_end = start, start + len(piece)
     return chunks
+
+
+def _place(text: str, piece: str, previous_start: int, previous_end: int, overlap: int) -> int:
+    """Where a passage starts in the text: between where the overlap with the passage before can begin and the first
+    word after it, at the first place there that adds text the passage before did not have (so that a repeated
+    sentence is found at its own place, not at an earlier copy)."""
+    low = max(previous_start + 1, previous_end - overlap)
+    high = len(text) - len(text[previous_end:].lstrip())
+    start = text.find(piece, low)
+    while 0 <= start <= high and start + len(piece) <= previous_end:
+        start = text.find(piece, start + 1)
+    if 0 <= start <= high:
+        return start
+    return next(at for at in (text.find(piece, low), text.find(piece, previous_start + 1), text.find(piece)) if at >= 0)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
