@@ -35,8 +35,10 @@ index: models
 ui: index
 	$(BIN)/rag ui
 
+# Chromium for the browser tests and for printing Arabic PDFs in the format tests; fonts with Arabic glyphs.
 browser:
-	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null && [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core fonts-noto-core)
 
 lint: setup
 	$(BIN)/ruff check rag tests evals
