@@ -42,6 +42,7 @@ from rag.evaluate import (
 )
 from rag.index import build_index
 from rag.ingest import Article
+from rag.normalize import terms
 from rag.stores.base import DEPTH, FORMAT_VERSION, Store
 from rag.stores.faiss import FaissStore
 from rag.stores.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgVectorStore, shown_dsn
@@ -54,6 +55,7 @@ QUICK_SIZES = (2_000,)
 DIMS = 768
 K = 10  # recall@K against exact search
 TERMS_PER_CHUNK = 60  # about what rag.normalize.terms keeps of a 600-character chunk
+VOCABULARY = 50_000
 QUESTION_TERMS = 4
 EF_SEARCH = (200, 400)  # tried besides the store's own setting (2 x depth = 100)
 SCHEMA = "rag_bench"
@@ -63,14 +65,18 @@ SCHEMA = "rag_bench"
 
 
 def synthetic(n: int, queries: int) -> tuple[np.ndarray, np.ndarray, list[Chunk], list[list[str]]]:
-    """n unit vectors and chunks of Zipf-drawn words, and `queries` query vectors with a few words each."""
+    """n unit vectors and chunks of Zipf-drawn words; `queries` query vectors, each with a question's words: a few
+    of any frequency (words drawn uniformly, as a question's words fall anywhere in the vocabulary) and one of the
+    100 most frequent (a question's "قطر": BM25 must weigh it, yet not score every chunk that holds it)."""
     corpus, query = clustered_vectors(n, queries, DIMS)
-    words = np.array(vocabulary([], 50_000), dtype=object)
+    words = np.array(vocabulary([], VOCABULARY), dtype=object)
     rng = np.random.default_rng(1)
     weights = 1.0 / np.arange(1, len(words) + 1)
-    draws = rng.choice(len(words), size=(n + queries, TERMS_PER_CHUNK), p=weights / weights.sum())
-    chunks = [Chunk(f"s{i}", f"a{i // 8:07d}", "", None, 0, 0, " ".join(words[draws[i]])) for i in range(n)]
-    return corpus, query, chunks, [words[row[:QUESTION_TERMS]].tolist() for row in draws[n:]]
+    draws = rng.choice(len(words), size=(n, TERMS_PER_CHUNK), p=weights / weights.sum())
+    chunks = [Chunk(f"s{i}", f"a{i // 8:07d}", "", None, 0, 0, " ".join(words[row])) for i, row in enumerate(draws)]
+    asked = [[*words[rng.integers(0, len(words), QUESTION_TERMS - 1)], words[rng.integers(0, 100)]]
+             for _ in range(queries)]
+    return corpus, query, chunks, [terms(" ".join(question)) for question in asked]
 
 
 def publish(store: Store, chunks: list[Chunk], vectors: np.ndarray) -> float:
@@ -90,9 +96,9 @@ def search_figures(store: Store, queries: np.ndarray, words: list[list[str]], tr
     out = {}
     for mode in ("dense", "hybrid"):
         times, recalls = [], []
-        for query, terms, exact in zip(queries, words, truth, strict=True):
+        for query, question, exact in zip(queries, words, truth, strict=True):
             started = time.perf_counter()
-            passages = store.search(query, terms, K, mode, DEPTH)
+            passages = store.search(query, question, K, mode, DEPTH)
             times.append(1000 * (time.perf_counter() - started))
             recalls.append(len({int(p.chunk.id[1:]) for p in passages} & set(exact)) / K)
         out |= {f"{mode}_ms_p50": percentile(times, 50), f"{mode}_ms_p95": percentile(times, 95)}
@@ -248,8 +254,9 @@ def render_markdown(result: dict) -> str:
              f"{result['machine']['ram_gb']} GB; load {result['machine']['load_average_start']}. PostgreSQL "
              f"{s['server_version']}, pgvector {s['pgvector']}, shared_buffers {s['shared_buffers']}; HNSW m "
              f"{s['hnsw_m']}, ef_construction {s['hnsw_ef_construction']}, built with {s['build']}.", "",
-             f"## Synthetic chunks ({DIMS}-d Gaussian mixture, {TERMS_PER_CHUNK} Zipf-drawn words each; "
-             f"{result['queries']} one-question searches for {K} passages, depth {DEPTH})", ""]
+             f"## Synthetic chunks ({DIMS}-d Gaussian mixture, {TERMS_PER_CHUNK} Zipf-drawn words of {VOCABULARY:,} "
+             f"each; {result['queries']} one-question searches for {K} passages, depth {DEPTH}, questions of "
+             f"{QUESTION_TERMS} words, one of them among the 100 most frequent)", ""]
     lines += _table(["chunks", "store", "dense index", "build (s)", "dense p50 / p95 (ms)", "hybrid p50 / p95 (ms)",
                      f"recall@{K}", "disk (MB)", "memory (MB)", "load"],
                     [[f"{r['chunks']:,}", r["store"], r["index"], r["build_s"],

@@ -195,6 +195,26 @@ def test_parity_with_the_faiss_store(seeds, schema, tmp_path, mode):
         assert pg.idf(words) == pytest.approx(faiss.idf(words), rel=1e-12)
 
 
+def test_bm25_top_depth_is_exact_when_common_terms_are_left_out(seeds, schema, tmp_path):
+    # "قطر" is in most chunks, "الغاز" in a few: for a small depth the store scores only the chunks holding "الغاز"
+    # (a chunk holding only "قطر" scores below the depth-th best of those), yet finds the same top as bm25s.
+    for name, text in MORE_ARTICLES.items():
+        (seeds / name).write_text(text, encoding="utf-8")
+    _build(seeds, schema, size=80, overlap=10)
+    build_index(seeds, FaissStore(tmp_path / "faiss"), HashEmbedder(), 80, 10, log=lambda *_: None)
+    pg, faiss = _store(schema), FaissStore(tmp_path / "faiss")
+    words = terms("الغاز في قطر")
+    vector = HashEmbedder().embed_batch(["الغاز في قطر"], "query")[0]
+    every = [p.bm25 for p in faiss.search(vector, words, pg.count(), "bm25", pg.count())]
+    assert len(every) > 12
+    for depth in range(1, len(every)):
+        got = pg.search(vector, words, depth, "bm25", depth)
+        assert [p.bm25 for p in got] == pytest.approx(every[:depth], rel=1e-5)
+        if every[depth - 1] != every[depth]:  # no tie at the cut: the same chunks
+            want = faiss.search(vector, words, depth, "bm25", depth)
+            assert {p.chunk.id for p in got} == {p.chunk.id for p in want}
+
+
 def test_ties_rank_by_row_order(built):
     _, schema, _ = built
     store = _store(schema)

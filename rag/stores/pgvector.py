@@ -101,26 +101,39 @@ OWN_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = %s"
 DROP_TABLES = "DROP TABLE IF EXISTS {chunks}, {articles}, {terms}"
 FORGET_VERSION = "DELETE FROM versions WHERE version = %s"
 
-# Search: one statement. `weights` holds the question's terms that the index knows, with how often the question
-# asks for each (bm25s scores a repeated term again) and their idf; `query` matches them in the GIN index.
-# BM25 of chunk c: for each matched term, asked * idf * tf / (k1 * (1 - b + b * length / avg_length) + tf), with
-# tf read from c's tsvector after keeping only the question's lexemes (setweight marks them A, ts_filter keeps A).
+# Search: one statement. `weights` holds the question's terms that the index knows, each weighted by its idf times
+# how often the question asks for it (bm25s scores a repeated term again); `query` matches them in the GIN index.
+# BM25 of chunk c: for each matched term, weight * tf / (k1 * (1 - b + b * length / avg_length) + tf), with tf read
+# from c's tsvector after keeping only the question's lexemes (setweight marks them A, ts_filter keeps A).
 BM25_OF_C = """(
-    SELECT coalesce(sum(w.asked * w.idf * m.tf / (%(k1)s * (1 - %(b)s + %(b)s * c.length / %(avg)s) + m.tf)), 0)
+    SELECT coalesce(sum(w.weight * m.tf / (%(k1)s * (1 - %(b)s + %(b)s * c.length / %(avg)s) + m.tf)), 0)
     FROM (SELECT lexeme, array_length(positions, 1) AS tf
           FROM unnest(ts_filter(setweight(c.terms, 'A', (SELECT lexemes FROM query)), '{{a}}'))) AS m
     JOIN weights w ON w.term = m.lexeme)"""
+# The exact BM25 top `depth` without scoring every chunk that holds a common term (MaxScore, Turtle & Flood 1995):
+# a term adds less than its weight to any chunk's score (tf / (K + tf) < 1). `probe` scores the chunks holding the
+# weightiest term; its depth-th best score is a lower bound of the depth-th best overall. The lightest terms whose
+# weights sum to no more than that bound cannot rank a chunk on their own: only chunks holding one of the other
+# (`essential`) terms are scored, and on all the question's terms.
 SEARCH = """
 WITH weights AS (
-    SELECT t.term, count(*) AS asked, ln(1 + (%(n)s - t.df + 0.5) / (t.df + 0.5)) AS idf
+    SELECT t.term, count(*) * ln(1 + (%(n)s - t.df + 0.5) / (t.df + 0.5)) AS weight
     FROM unnest(%(terms)s::text[]) AS q(term) JOIN {terms} t USING (term) GROUP BY t.term, t.df
 ), query AS (
-    SELECT array_agg(term) AS lexemes, string_agg(quote_literal(term), ' | ')::tsquery AS tsquery FROM weights
+    SELECT array_agg(term) AS lexemes FROM weights
+), probe AS (
+    SELECT BM25_OF_C AS bm25 FROM {chunks} c
+    WHERE c.terms @@ (SELECT quote_literal(term)::tsquery FROM weights ORDER BY weight DESC, term LIMIT 1)
+    ORDER BY bm25 DESC LIMIT %(depth)s
+), essential AS (
+    SELECT string_agg(quote_literal(term), ' | ')::tsquery AS tsquery
+    FROM (SELECT term, sum(weight) OVER (ORDER BY weight, term) AS lighter FROM weights) AS w
+    WHERE lighter > (SELECT CASE WHEN count(*) = %(depth)s THEN min(bm25) ELSE 0 END FROM probe)
 ), dense AS (
     SELECT seq, embedding <#> %(vector)s::vector AS distance FROM {chunks}
     ORDER BY embedding <#> %(vector)s::vector LIMIT %(depth)s
 ), lexical AS (
-    SELECT c.seq, BM25_OF_C AS bm25 FROM {chunks} c WHERE c.terms @@ (SELECT tsquery FROM query)
+    SELECT c.seq, BM25_OF_C AS bm25 FROM {chunks} c WHERE c.terms @@ (SELECT tsquery FROM essential)
     ORDER BY bm25 DESC, c.seq LIMIT %(depth)s
 ), ranked AS (
     RANKED
