@@ -177,12 +177,11 @@ def shown_dsn(dsn: str) -> str:
     return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
 
 
-def _reason(error: Exception, password: str) -> str:
-    """One line saying why a PostgreSQL call failed, without the password."""
+def _reason(error: Exception) -> str:
+    """One line saying why a PostgreSQL call failed (libpq and the server never quote the password)."""
     diag = getattr(error, "diag", None)
     text = (diag.message_primary if diag is not None else None) or str(error).strip()
-    text = text.splitlines()[0].removeprefix("connection failed: ") if text else type(error).__name__
-    return text.replace(password, "***") if password else text
+    return text.splitlines()[0].removeprefix("connection failed: ") if text else type(error).__name__
 
 
 def _table(kind: str, version: int) -> str:
@@ -234,10 +233,10 @@ def tsvector_bytes(terms: list[str]) -> bytes:
     return b"".join(out)
 
 
-def chunk_row(row: int, chunk: Chunk, vector: np.ndarray) -> bytes:
+def chunk_row(seq: int, chunk: Chunk, vector: np.ndarray) -> bytes:
     """A chunk as a binary COPY row of a chunks table, with its terms as rag.stores.faiss.make_bm25 takes them."""
     terms = text_terms(f"{chunk.title}\n{chunk.text}")
-    return _copy_row([_int(row), _text(chunk.id), _text(chunk.article_id), _text(chunk.title), _text(chunk.date),
+    return _copy_row([_int(seq), _text(chunk.id), _text(chunk.article_id), _text(chunk.title), _text(chunk.date),
                       _int(chunk.start), _int(chunk.end), _text(chunk.text), _int(max(1, len(terms))),
                       tsvector_bytes(terms), _vector_bytes(vector)])  # bm25s counts an empty chunk as one term
 
@@ -273,7 +272,6 @@ class PgVectorStore(Store):
             raise RagError("setting pg_schema must name a schema, e.g. rag")
         self.dsn, self.schema = dsn, schema
         self.where = f"{shown_dsn(dsn)} (schema {schema})"
-        self._password = _psycopg().conninfo.conninfo_to_dict(dsn).get("password") or ""
         self._conn = None
         self._ef_search = 0  # the session's hnsw.ef_search, once set
         self._server_ef_search = MIN_EF_SEARCH
@@ -292,7 +290,7 @@ class PgVectorStore(Store):
     # Connections and errors.
 
     def _fail(self, error: Exception, doing: str) -> RagError:
-        return RagError(f"PostgreSQL at {self.where} failed {doing} ({_reason(error, self._password)})")
+        return RagError(f"PostgreSQL at {self.where} failed {doing} ({_reason(error)})")
 
     def _connect(self):
         """A new autocommit connection whose search path is the schema, then pgvector's schema."""
@@ -302,7 +300,7 @@ class PgVectorStore(Store):
                                    application_name="rag")
         except psycopg.Error as e:
             raise RagError(f"cannot connect to PostgreSQL at {shown_dsn(self.dsn)} "
-                           f"({_reason(e, self._password)}): check the setting pg_dsn (or RAG_PG_DSN) and that the "
+                           f"({_reason(e)}): check the setting pg_dsn (or RAG_PG_DSN) and that the "
                            "server is running") from None
         try:
             self._set_search_path(conn)
@@ -459,7 +457,7 @@ class PgVectorStore(Store):
             self._set_search_path(conn)
             conn.execute(CREATE_FIXED)
         except psycopg.Error as e:
-            raise RagError(f"cannot write the index in {self.where} ({_reason(e, self._password)}); nothing was "
+            raise RagError(f"cannot write the index in {self.where} ({_reason(e)}); nothing was "
                            "changed") from None
 
     def _ensure_extension(self, conn) -> None:
@@ -471,7 +469,7 @@ class PgVectorStore(Store):
                     psycopg.sql.Identifier(EXTENSION)))
             except psycopg.Error as e:
                 raise RagError(f"the database {shown_dsn(self.dsn)} has no pgvector extension and this role cannot "
-                               f"create it ({_reason(e, self._password)}): have a superuser run "
+                               f"create it ({_reason(e)}): have a superuser run "
                                f"`CREATE EXTENSION {EXTENSION};` in it (pgvector 0.5 or later)") from None
             row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = %s", (EXTENSION,)).fetchone()
         if tuple(int(part) for part in re.findall(r"\d+", row[0])[:3]) < MIN_PGVECTOR:
@@ -481,23 +479,20 @@ class PgVectorStore(Store):
     def _versions(self, conn) -> set[int]:
         return {number for (number,) in conn.execute("SELECT version FROM versions")}
 
-    def _own_tables(self, conn) -> dict[int, list[str]]:
-        """The store's version tables in the schema, by version."""
-        out: dict[int, list[str]] = {}
-        for (name,) in conn.execute(OWN_TABLES, (self.schema,)):
-            if m := _OWN_TABLE.match(name):
-                out.setdefault(int(m.group(2)), []).append(name)
-        return out
+    def _own_versions(self, conn) -> set[int]:
+        """The versions that have tables in the schema (named as the store names them)."""
+        names = (name for (name,) in conn.execute(OWN_TABLES, (self.schema,)))
+        return {int(m.group(2)) for name in names if (m := _OWN_TABLE.match(name))}
 
     def _drop_leftovers(self, conn) -> None:
         """Drop the tables a killed build left: those of no recorded version (we hold the build lock)."""
         psycopg = _psycopg()
         try:
             kept = self._versions(conn)
-            for number in set(self._own_tables(conn)) - kept:
+            for number in self._own_versions(conn) - kept:
                 self._drop_version(conn, number)
         except psycopg.Error as e:
-            raise RagError(f"cannot write the index in {self.where} ({_reason(e, self._password)}); nothing was "
+            raise RagError(f"cannot write the index in {self.where} ({_reason(e)}); nothing was "
                            "changed") from None
 
     def publish(self, manifest: dict, keep: set[str], articles: list[Article], chunks: list[Chunk],
@@ -509,7 +504,7 @@ class PgVectorStore(Store):
         kind = f"hnsw-m{HNSW_M}-efc{HNSW_EF_CONSTRUCTION}-ip" if dims <= HNSW_MAX_DIMS else "exact-ip"
         added = {"store": self.name, "dense": {"type": kind, "metric": "inner_product", "normalized": True},
                  "bm25": BM25_MANIFEST}
-        number = 1 + max(self._versions(conn) | set(self._own_tables(conn)), default=0)
+        number = 1 + max(self._versions(conn) | self._own_versions(conn), default=0)
         tables = _tables(number)
         try:
             self._write_version(conn, tables, old, sorted(keep), articles, chunks, vectors, dims)
@@ -522,7 +517,7 @@ class PgVectorStore(Store):
             with contextlib.suppress(psycopg.Error):
                 if conn.execute("SELECT 1 FROM current WHERE version = %s", (number,)).fetchone() is None:
                     self._drop_version(conn, number)
-            raise RagError(f"could not write the index in {self.where} ({_reason(e, self._password)}); "
+            raise RagError(f"could not write the index in {self.where} ({_reason(e)}); "
                            "any previous index is unchanged") from None
         self._drop_old(conn, keep={number, old.number} if old else {number})
         self._pinned = None
@@ -542,8 +537,8 @@ class PgVectorStore(Store):
             copy.write(COPY_HEADER + b"".join(article_row(a) for a in articles) + COPY_TRAILER)
         with conn.cursor().copy(f"COPY {tables['chunks']} ({CHUNK_COLUMNS}) FROM STDIN (FORMAT binary)") as copy:
             copy.write(COPY_HEADER)
-            for row, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True), start=kept):
-                copy.write(chunk_row(row, chunk, vector))
+            for seq, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True), start=kept):
+                copy.write(chunk_row(seq, chunk, vector))
             copy.write(COPY_TRAILER)
         conn.execute(INDEX_CHUNKS.format(**tables))
         if dims <= HNSW_MAX_DIMS:
@@ -558,7 +553,7 @@ class PgVectorStore(Store):
     def _drop_old(self, conn, keep: set[int]) -> None:
         """Drop versions other than the new and the previous one; one a reader is using waits for the next build."""
         psycopg = _psycopg()
-        for number in sorted(self._versions(conn) | set(self._own_tables(conn))):
+        for number in sorted(self._versions(conn) | self._own_versions(conn)):
             if number not in keep:
                 with contextlib.suppress(psycopg.Error), conn.transaction():
                     conn.execute("SET LOCAL lock_timeout = '2s'")
