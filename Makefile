@@ -10,7 +10,25 @@ export RAG_CACHE := $(CACHE)
 export PIP_CACHE_DIR := $(CACHE)/pip
 BIN := $(VENV)/bin
 
-.PHONY: setup models index ui test lint browser bench
+# A private PostgreSQL 15 with pgvector for the pgvector store's tests (`make pg`, `make pg-stop`).
+PG_VERSION := 15
+PG_PORT ?= 54329
+PG_BIN := /usr/lib/postgresql/$(PG_VERSION)/bin
+# Postgres refuses to run as root: as root it runs as the postgres user, in that user's home (root's is private).
+PG_DIR ?= $(if $(SUDO),$(CACHE)/pg,/var/lib/postgresql/arabic-rag)
+PG_AS := $(if $(SUDO),,runuser -u postgres --)
+PG_DSN := postgresql://rag:rag@127.0.0.1:$(PG_PORT)/rag
+PSQL := $(PG_AS) $(PG_BIN)/psql -h $(PG_DIR)/run -p $(PG_PORT) -U postgres -v ON_ERROR_STOP=1 -qtA
+PGVECTOR := $(CACHE)/pgvector
+# bookworm has no pgvector >= 0.5 (HNSW): Debian's source package from trixie, fetched with a private apt list.
+APT_PGVECTOR := -o Dir::Etc::SourceList=$(PGVECTOR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
+	-o Dir::State::Lists=$(PGVECTOR)/lists -o Dir::Cache=$(PGVECTOR)/apt -o APT::Sandbox::User=$(shell id -un)
+# Built against the server headers of postgresql-server-dev (unpacked, not installed: it pulls in clang and LLVM),
+# without -march=native so that the cached build runs on any x86-64.
+PGVECTOR_MAKE := -C $(PGVECTOR)/src PG_CONFIG=$(PG_BIN)/pg_config OPTFLAGS="" with_llvm=no \
+	includedir_server=$(PGVECTOR)/dev/usr/include/postgresql/$(PG_VERSION)/server
+
+.PHONY: setup models index ui test lint browser bench pg pg-stop
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +39,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	ls $(CACHE)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(CACHE)/wheels
 	$(BIN)/pip install -q --find-links $(CACHE)/wheels llama-cpp-python==$(LLAMA_CPP_VERSION)
-	$(BIN)/pip install -q -e '.[llm,ui,test]'
+	$(BIN)/pip install -q -e '.[llm,ui,test,pg]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -43,8 +61,44 @@ browser:
 lint: setup
 	$(BIN)/ruff check rag tests evals
 
-test: index browser lint
-	$(BIN)/pytest
+# The pgvector tests run against `make pg`'s server, which is stopped afterwards whatever the tests did.
+test: index browser lint pg
+	RAG_TEST_PG_DSN=$(PG_DSN) $(BIN)/pytest; status=$$?; $(MAKE) --no-print-directory pg-stop; exit $$status
 
 bench: index
 	$(BIN)/python evals/bench.py
+
+$(PG_BIN)/initdb:
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql-$(PG_VERSION)
+
+$(PGVECTOR)/.built: | $(PG_BIN)/initdb
+	rm -rf $(PGVECTOR) && mkdir -p $(PGVECTOR)/lists/partial $(PGVECTOR)/apt/archives/partial
+	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+		> $(PGVECTOR)/sources.list
+	$(SUDO) apt-get update -qq
+	cd $(PGVECTOR) && apt-get -qq $(APT_PGVECTOR) update && apt-get -qq $(APT_PGVECTOR) source --download-only pgvector \
+		&& apt-get -qq -o APT::Sandbox::User=$(shell id -un) download postgresql-server-dev-$(PG_VERSION)
+	cd $(PGVECTOR) && mkdir src && tar xzf pgvector_*.orig.tar.gz -C src --strip-components 1 && dpkg-deb -x postgresql-server-dev-*.deb dev && rm -rf lists apt
+	$(MAKE) -s $(PGVECTOR_MAKE)
+	touch $@
+
+pg: $(PG_BIN)/initdb $(PGVECTOR)/.built
+	test -f /usr/share/postgresql/$(PG_VERSION)/extension/vector.control || $(SUDO) $(MAKE) -s $(PGVECTOR_MAKE) install
+	test -f $(PG_DIR)/data/PG_VERSION || { \
+		mkdir -p $(PG_DIR)/run && $(if $(SUDO),true,chown -R postgres:postgres $(PG_DIR)) && \
+		$(PG_AS) $(PG_BIN)/initdb -D $(PG_DIR)/data -U postgres -E UTF8 --locale=C.UTF-8 --auth-local=trust \
+			--auth-host=scram-sha-256 >/dev/null && \
+		printf "listen_addresses = '127.0.0.1'\nport = $(PG_PORT)\nunix_socket_directories = '$(PG_DIR)/run'\n" \
+			>> $(PG_DIR)/data/postgresql.conf; }
+	$(PG_AS) $(PG_BIN)/pg_ctl -D $(PG_DIR)/data status >/dev/null || \
+		$(PG_AS) $(PG_BIN)/pg_ctl -D $(PG_DIR)/data -l $(PG_DIR)/server.log -w start >/dev/null
+	$(PSQL) -c "SELECT 1 FROM pg_roles WHERE rolname = 'rag'" | grep -q 1 || \
+		$(PSQL) -c "CREATE ROLE rag LOGIN CREATEDB PASSWORD 'rag'"
+	$(PSQL) -c "SELECT 1 FROM pg_database WHERE datname = 'rag'" | grep -q 1 || $(PSQL) -c "CREATE DATABASE rag OWNER rag"
+	$(PSQL) -d rag -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS vector"
+	@echo "PostgreSQL $(PG_VERSION) with pgvector $$($(PSQL) -d rag -c "SELECT extversion FROM pg_extension WHERE \
+	extname = 'vector'") is running on 127.0.0.1:$(PG_PORT): RAG_PG_DSN=$(PG_DSN)"
+
+pg-stop:
+	! $(PG_AS) $(PG_BIN)/pg_ctl -D $(PG_DIR)/data status >/dev/null 2>&1 || \
+		$(PG_AS) $(PG_BIN)/pg_ctl -D $(PG_DIR)/data -m fast -w stop >/dev/null

@@ -32,6 +32,7 @@ class Config:
     models_dir: Path = setting(CACHE_DIR / "models", "folder the models are pulled into")
     store: str = setting("faiss", "search store: faiss (a local folder) or pgvector (a PostgreSQL server)")
     pg_dsn: str = setting("", "PostgreSQL connection string for store = pgvector (or RAG_PG_DSN)")
+    pg_schema: str = setting("rag", "PostgreSQL schema the pgvector store keeps its tables in")
     embedder: str = setting("embeddinggemma-300m", "embedding model: a registered name or a local folder")
     generator: str = setting("qwen2.5-coder-1.5b",
                              "answer model: a registered name, a local .gguf file, or openai:http://host:port/v1")

@@ -20,6 +20,7 @@ FORMAT_VERSION = 2
 RRF_K = 60  # the constant of Cormack, Clarke & Buettcher (2009): damps the weight of top ranks
 DEPTH = 50  # candidates taken from each ranking before fusion
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s defaults (Lucene's formula); the pgvector store computes the same
+BM25_MANIFEST = {"tokens": "rag.normalize.terms (normalized, light10-stemmed)", "k1": BM25_K1, "b": BM25_B}
 Mode = Literal["hybrid", "dense", "bm25"]
 
 

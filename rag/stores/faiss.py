@@ -33,6 +33,7 @@ from rag.normalize import terms as text_terms
 from rag.stores.base import (
     BM25_B,
     BM25_K1,
+    BM25_MANIFEST,
     DEPTH,
     FORMAT_VERSION,
     Mode,
@@ -318,7 +319,7 @@ class FaissStore(Store):
         matrix = np.vstack([kept_vectors, vectors]).astype(np.float32) if all_chunks else vectors.astype(np.float32)
         dense, kind = make_dense_index(matrix)
         added = {"store": self.name, "dense": {"type": kind, "metric": "inner_product", "normalized": True},
-                 "bm25": {"tokens": "rag.normalize.terms (normalized, light10-stemmed)", "k1": BM25_K1, "b": BM25_B}}
+                 "bm25": BM25_MANIFEST}
         manifest = {**manifest, **added, "chunks": len(all_chunks)}
         number = 1 + max((int(m.group(1)) for p in self.folder.iterdir() if (m := _VERSION.match(p.name))), default=0)
         name = f"v{number:06d}"
