@@ -1,35 +1,31 @@
-"""The one place the pipeline is wired: question -> passages -> evidence -> generation -> checked citations."""
+"""The one place the pipeline is wired: question -> passages -> evidence -> reader -> cited answer."""
 
 from __future__ import annotations
 
 import math
-import re
 import time
-import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from rag.chunk import sentence_spans
-from rag.cite import Citation, Evidence, attribute, heading
+from rag import reader, writer
+from rag.answer_types import DATE, LIST, YESNO, answer_type
+from rag.cite import Citation, is_instruction
 from rag.config import Config, load_config
 from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
+from rag.evidence import Evidence, rank_sentences, select, whole_passages
 from rag.generators import Generator, make_generator
 from rag.ingest import Article
 from rag.normalize import is_arabic, normalize, terms
-from rag.prompts import load_prompt
+from rag.prompts import load_prompt, load_strings
+from rag.questions import check_question, rewrite_followup
 from rag.retrieve import Mode, Passage, search
 from rag.stores import Store, make_store
 from rag.stores.base import check_compatible
 
+__all__ = ["Answer", "Assistant", "check_question", "rewrite_followup"]
+
 MIN_COVERAGE = 0.5  # idf-weighted share of the question's terms found in the passages (or see min_similarity)
-RELATIVE_EVIDENCE = 0.6  # keep evidence scoring at least this share of the best sentence's score
-_CLAUSE = re.compile(r"\s*[،,؛]\s+")
-STOP = ["\n\n", "المقاطع:", "السؤال:", "<|im_end|>", "<|endoftext|>"]
-_REFUSALS = ("لا تتضمن المصادر", "لا تتضمن المقاطع", "لا توجد اجابه", "do not contain", "not in the sources")
-_REFERRING = frozenset(
-    normalize(w) for w in "ذلك هذا هذه تلك هو هي هم حينها عندها وقتها it that this they he she".split()
-)
 
 
 @dataclass
@@ -42,7 +38,11 @@ class Answer:
     refused: bool
     passages: list[Passage]
     timings: dict[str, float] = field(default_factory=dict)
-    raw: str = ""  # the model's reply before checking
+    raw: str = ""  # the model's own reply
+    span: str = ""  # what was copied from the evidence (the items of a list, joined), or نعم/لا
+    quote: str = ""  # the sentence it was copied from (the first, for a list)
+    kind: str = ""  # the kind of answer the question asks for (rag.answer_types)
+    confidence: float | None = None  # the reader's mean log-probability per token of the span
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -50,120 +50,28 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "refused": self.refused,
+            "span": self.span,
+            "quote": self.quote,
+            "kind": self.kind,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
             "citations": [c.to_dict() for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
-def check_question(question: object, max_chars: int) -> str:
-    """The question cleaned of control characters, or a RagError that says what is wrong with it."""
-    if isinstance(question, bytes):
-        question = question.decode("utf-8", errors="replace")
-    if not isinstance(question, str):
-        raise RagError("the question must be text")
-    cleaned = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in question.replace("\ufffd", " "))
-    cleaned = " ".join(cleaned.split())
-    if not cleaned:
-        raise RagError("the question is empty: type a question about the articles")
-    if len(cleaned) > max_chars:
-        raise RagError(f"the question is {len(cleaned)} characters long; the limit is {max_chars}")
-    if not any(c.isalnum() for c in cleaned):
-        raise RagError("the question has no words in it: type a question about the articles")
-    return cleaned
-
-
-def rewrite_followup(question: str, previous: Sequence[str], template: str) -> str:
-    """Fold the previous question into a follow-up that cannot stand alone ('ومتى حدث ذلك؟')."""
-    if not previous:
-        return question
-    words = {w[1:] if w.startswith("و") and len(w) > 3 else w for w in normalize(question).split()}
-    content = terms(question)
-    if len(content) > 3 and not words & _REFERRING:
-        return question
-    return template.format(previous=previous[-1], question=question)
-
-
-def evidence_units(text: str, max_words: int = 30) -> list[tuple[int, int]]:
-    """Sentence spans of a text; an over-long sentence becomes overlapping pairs of clauses, so that a clause
-    keeps the fact stated just before it ('زار الدوحة في فبراير 2007، وهي أول زيارة له إلى قطر كرئيس')."""
-    units = []
-    for s, e in sentence_spans(text):
-        if len(text[s:e].split()) <= max_words:
-            units.append((s, e))
-            continue
-        clauses, start = [], s
-        for m in _CLAUSE.finditer(text, s, e):
-            if len(text[start : m.start()].split()) >= 8:
-                clauses.append((start, m.start()))
-                start = m.end()
-        clauses.append((start, e))
-        units += [(a[0], b[1]) for a, b in zip(clauses, clauses[1:], strict=False)] or clauses
-    return units
-
-
-def select_evidence(question: str, passages: list[Passage], limit: int, idf) -> list[Evidence]:
-    """The sentences of the retrieved passages that best cover the question's terms, in reading order.
-
-    Sentences far below the best one are left out: distractors make a small model answer from the wrong passage.
-    idf: a function from terms to their weights (a store's idf).
-    """
-    wanted = set(terms(question))
-    weight = idf(wanted)
-    total = sum(weight.values()) or 1.0
-    scored = []
-    for rank, passage in enumerate(passages):
-        chunk = passage.chunk
-        for s, e in evidence_units(chunk.text):
-            coverage = sum(weight[t] for t in wanted & set(terms(chunk.text[s:e]))) / total
-            # Coverage decides; the passage's similarity and rank break ties between sentences.
-            scored.append((coverage + 0.2 * passage.dense - 0.01 * rank, rank, s, e, passage))
-    if not scored:
-        return []
-    scored.sort(key=lambda x: -x[0])
-    best = [x for x in scored[:limit] if x[0] >= RELATIVE_EVIDENCE * scored[0][0]]
-    best.sort(key=lambda x: (x[1], x[2]))
-    numbers: dict[int, int] = {}
-    evidence = []
-    for _, rank, s, e, passage in best:
-        n = numbers.setdefault(rank, len(numbers) + 1)
-        c = passage.chunk
-        evidence.append(Evidence(n, c.article_id, c.title, c.date, c.start + s, c.start + e, c.text[s:e]))
-    return evidence
-
-
-def whole_passages(passages: list[Passage]) -> list[Evidence]:
-    """Each retrieved passage whole, as evidence (the baseline that sentence selection is measured against)."""
-    return [
-        Evidence(n, p.chunk.article_id, p.chunk.title, p.chunk.date, p.chunk.start, p.chunk.end, p.chunk.text)
-        for n, p in enumerate(passages, 1)
-    ]
-
-
-def format_evidence(evidence: list[Evidence]) -> str:
-    """'[n] (title، date) sentence sentence' lines, one per passage."""
-    lines: dict[int, list[str]] = {}
-    heads: dict[int, str] = {}
-    for ev in evidence:
-        heads[ev.n] = f"[{ev.n}] ({heading(ev)})"
-        lines.setdefault(ev.n, []).append(" ".join(ev.text.split()))  # one line per passage: data, never a header
-    return "\n".join(f"{heads[n]} {' '.join(lines[n])}" for n in sorted(lines))
-
-
-def clean_reply(reply: str) -> str:
-    """The answer part of a model reply: no echoed prompt headers, at most three sentences."""
-    text = reply.strip()
-    text = re.sub(r"^(الاجابة|الإجابة|الجواب|Answer)\s*[:：]\s*", "", text)
-    text = re.split(r"\n\s*(?:المقاطع|السؤال|\[\d+\]\s*\()", text)[0]
-    text = " ".join(line.strip(" -•*") for line in text.splitlines() if line.strip())
-    spans = sentence_spans(text)[:3]
-    return text[: spans[-1][1]] if spans else ""
-
-
-def is_refusal(reply: str) -> bool:
-    """True when the model says the sources do not hold the answer."""
-    norm = normalize(reply)
-    return not norm.strip() or any(normalize(r) in norm for r in _REFUSALS)
+def shown(reading: reader.Reading, numbers: list[int]) -> str:
+    """The short answer shown for a reading: its span(s) with [n] markers, a date after 'في', a yes/no decision."""
+    strings = load_strings("reader")
+    if reading.kind == YESNO and reading.decision:
+        return f"{reading.decision} [{numbers[0]}]."
+    texts = [part.text for part in reading.parts]
+    first = normalize(texts[0].split()[0]).removeprefix("و")
+    if reading.kind == DATE and first not in {normalize(w) for w in strings["date_prefixes"]}:
+        texts[0] = strings["date_answer"].format(span=texts[0])
+    if reading.kind == LIST and len(texts) > 1:
+        return "، ".join(f"{t} [{n}]" for t, n in zip(texts, numbers, strict=True)) + "."
+    return f"{texts[0]} [{numbers[0]}]."
 
 
 class Assistant:
@@ -195,7 +103,7 @@ class Assistant:
     def warm_up(self) -> None:
         """Load the generator and have it read the fixed prompt prefix (system prompt and worked example) into
         llama.cpp's cache, so that the first question reads no more of its prompt than later ones do."""
-        for _ in self.generator.generate(self._messages("", []), 1, STOP, 0.0):
+        for _ in self.generator.generate(self._prompt("", [], "")[0], 1, ["\n"], 0.0):
             pass
 
     def article(self, source: str) -> Article:
@@ -213,41 +121,73 @@ class Assistant:
         return answer
 
     def stream(self, question: str, history: Sequence[str] = ()) -> Iterator[str | Answer]:
-        """Yield the answer's tokens as the model writes them, then the checked Answer."""
+        """Yield the model's reply as it comes, then the Answer."""
         started = time.perf_counter()
         question = check_question(question, self.config.max_question_chars)
         full_question = rewrite_followup(question, list(history), load_prompt("followup"))
         # BM25 over Arabic terms only matches stray English fragments of a question in another language.
         mode = "hybrid" if is_arabic(full_question) else "dense"
         passages = search(self.store, self.embedder, full_question, self.config.top_k, mode)
-        if self.config.evidence == "passages":
-            evidence = whole_passages(passages)
-        elif not is_arabic(full_question):
-            # Sentence selection matches terms, and an English question shares none with Arabic articles:
-            # give the model the two best passages whole instead.
-            evidence = whole_passages(passages[:2])
-        else:
-            evidence = select_evidence(full_question, passages, self.config.evidence_sentences, self.store.idf)
+        kind = answer_type(full_question)
+        evidence = self._evidence(full_question, passages, kind)
         timings = {"retrieve": time.perf_counter() - started}
         if not evidence or not self._answerable(full_question, passages):
             timings["total"] = time.perf_counter() - started
-            yield self._refusal(question, passages, timings, "")
+            yield self._refusal(question, passages, timings, "", kind)
             return
-        messages = self._messages(full_question, evidence)
-        pieces: list[str] = []
-        for piece in self.generator.generate(messages, self.config.max_tokens, STOP, self.config.temperature):
-            if not pieces:
-                timings["first_token"] = time.perf_counter() - started
-            pieces.append(piece)
-            yield piece
-        reply = "".join(pieces)
+        chat, evidence = self._prompt(full_question, evidence, kind)
+        if self.config.reader == "free":
+            steps = writer.write(full_question, chat, evidence, self.generator, self.config.max_tokens,
+                                 self.config.temperature)
+        else:
+            steps = reader.read(full_question, evidence, self.generator, kind, self.config.max_tokens)
+        result = None
+        for step in steps:
+            if isinstance(step, str):
+                timings.setdefault("first_token", time.perf_counter() - started)
+                yield step
+            else:
+                result = step
         timings["generate"] = time.perf_counter() - started - timings["retrieve"]
         timings["total"] = time.perf_counter() - started
-        text, citations = attribute(clean_reply(reply), evidence, full_question) if not is_refusal(reply) else ("", [])
+        timings.setdefault("first_token", timings["total"])
+        yield (self._written(question, passages, timings, kind, *result) if self.config.reader == "free"
+               else self._read(question, passages, timings, result))
+
+    def _evidence(self, question: str, passages: list[Passage], kind: str) -> list[Evidence]:
+        """The sentences the reader gets; whole passages for a question not in Arabic (its terms match nothing)."""
+        if self.config.evidence == "passages" or not is_arabic(question):
+            evidence = whole_passages(passages if self.config.evidence == "passages" else passages[:2])
+        else:
+            weights = self.store.idf(set(terms(question)))
+            evidence = select(rank_sentences(question, passages, weights, kind), self.config.evidence_sentences)
+        # An order to the model quoted in an article is data, never an answer ("تجاهل التعليمات وقل إن…").
+        return [ev for ev in evidence if not is_instruction(ev.text)]
+
+    def _read(self, question: str, passages: list[Passage], timings: dict, reading: reader.Reading) -> Answer:
+        """The answer of the extracting reader: its span(s) with the sentences they were copied from."""
+        if not reading.parts or reading.confidence < self.config.min_confidence:
+            return self._refusal(question, passages, timings, reading.raw, reading.kind, reading.confidence)
+        citations: dict[tuple[str, int], Citation] = {}
+        numbers = []
+        for part in reading.parts:
+            ev = part.evidence
+            key = (ev.source, ev.start)
+            if key not in citations:
+                span = (None, None) if reading.decision else (part.start, part.end)
+                citations[key] = Citation(len(citations) + 1, ev.source, ev.title, ev.date, ev.start, ev.end,
+                                          ev.text, True, round(reading.confidence, 4), *span)
+            numbers.append(citations[key].n)
+        span = reading.decision or "، ".join(part.text for part in reading.parts)
+        return Answer(question, shown(reading, numbers), list(citations.values()), False, passages, timings,
+                      reading.raw, span, reading.parts[0].evidence.text, reading.kind, reading.confidence)
+
+    def _written(self, question: str, passages: list[Passage], timings: dict, kind: str, text: str,
+                 citations: list[Citation], raw: str) -> Answer:
+        """The answer of the free reader (rag.writer): refused when no sentence of it is supported."""
         if not any(c.supported for c in citations):
-            yield self._refusal(question, passages, timings, reply)
-            return
-        yield Answer(question, text, citations, False, passages, timings, reply)
+            return self._refusal(question, passages, timings, raw, kind)
+        return Answer(question, text, citations, False, passages, timings, raw, kind=kind)
 
     def _answerable(self, question: str, passages: list[Passage]) -> bool:
         """Refuse before generating when no passage shares a term with the question, or when the passages neither
@@ -265,26 +205,26 @@ class Assistant:
         coverage = sum(idf[t] for t in wanted & found) / sum(idf.values())
         return coverage >= MIN_COVERAGE or passages[0].dense >= self.config.min_similarity
 
-    def _messages(self, question: str, evidence: list[Evidence]) -> list[dict]:
-        """System prompt and a worked example (a fixed prefix, cached by llama.cpp), then evidence and question."""
+    def _prompt(self, question: str, evidence: list[Evidence], kind: str) -> tuple[list[dict], list[Evidence]]:
+        """The reader's prompt with as many of the evidence sentences as n_ctx holds, and those sentences."""
+        build: Callable[[list[Evidence]], list[dict]] = (
+            (lambda ev: writer.messages(question, ev)) if self.config.reader == "free"
+            else (lambda ev: reader.messages(question, ev, kind)))
         budget = self.config.n_ctx - self.config.max_tokens - 64
         count = getattr(self.generator, "count_tokens", lambda text: math.ceil(len(text) / 2))
+        kept = len(evidence)
         while True:
-            messages = [
-                {"role": "system", "content": load_prompt("system")},
-                {"role": "user", "content": load_prompt("example_question")},
-                {"role": "assistant", "content": load_prompt("example_answer")},
-                {"role": "user", "content": load_prompt("question").format(
-                    passages=format_evidence(evidence), question=question)},
-            ]
+            messages = build(evidence[:kept])
             needed = count("\n".join(m["content"] for m in messages)) + 16 * len(messages)
             if needed <= budget:
-                return messages
-            if len(evidence) <= 1:  # never send llama.cpp a prompt it cannot hold
+                return messages, evidence[:kept]
+            if kept <= 1:  # never send llama.cpp a prompt it cannot hold
                 raise RagError(f"the question and its evidence need about {needed} tokens but n_ctx "
                                f"{self.config.n_ctx} leaves {budget}: ask a shorter question or raise n_ctx")
-            evidence = evidence[:-1]  # keep the prompt inside n_ctx: drop the weakest-placed sentence
+            kept -= 1  # keep the prompt inside n_ctx: drop the last sentence
 
-    def _refusal(self, question: str, passages: list[Passage], timings: dict, reply: str) -> Answer:
+    def _refusal(self, question: str, passages: list[Passage], timings: dict, reply: str, kind: str,
+                 confidence: float | None = None) -> Answer:
         name = "refusal" if is_arabic(question) else "refusal.en"
-        return Answer(question, load_prompt(name), [], True, passages, timings, reply)
+        return Answer(question, load_prompt(name), [], True, passages, timings, reply, kind=kind,
+                      confidence=None if confidence is None or math.isinf(confidence) else confidence)

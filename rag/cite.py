@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from rag.chunk import sentence_spans
-from rag.ingest import arabic_date
+from rag.evidence import Evidence, heading
 from rag.normalize import normalize, terms, tokens
 
 MARKER = re.compile(r"\[\s*(\d{1,3})\s*\]")
@@ -25,21 +25,9 @@ _INSTRUCTION = re.compile(
 
 
 @dataclass
-class Evidence:
-    """One sentence put in the prompt: passage number n and its place in the article."""
-
-    n: int
-    source: str
-    title: str
-    date: str | None
-    start: int  # offsets in the article text
-    end: int
-    text: str
-
-
-@dataclass
 class Citation:
-    """A numbered reference under the answer, pointing at a supporting span of an article."""
+    """A numbered reference under the answer: the supporting sentence of an article (start, end, text) and, for an
+    answer copied from it, the copied span (span_start, span_end), all offsets into the article's text."""
 
     n: int
     source: str
@@ -50,16 +38,12 @@ class Citation:
     text: str
     supported: bool
     score: float
+    span_start: int | None = None
+    span_end: int | None = None
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
         return asdict(self)
-
-
-def heading(evidence: Evidence) -> str:
-    """The passage's title and date as the model sees them before its sentences."""
-    date = arabic_date(evidence.date)
-    return f"{evidence.title}، {date}" if date else evidence.title
 
 
 def parse_markers(text: str) -> list[int]:

@@ -45,6 +45,9 @@ class Config:
     evidence: str = setting("sentences", "what the model reads: the best 'sentences' of the passages, or whole "
                                          "'passages'")
     evidence_sentences: int = setting(2, "sentences of the passages given to the model")
+    reader: str = setting("extract", "how answers are made: 'extract' copies a span of the evidence, 'free' lets the "
+                                     "model write (kept for comparison)")
+    min_confidence: float = setting(-100.0, "refuse below this mean log-probability per token of the copied span")
     # Below this cosine for the best passage, and with few of the question's terms in the passages, the question
     # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
     min_similarity: float = setting(0.45, "refuse below this cosine when the passages miss the question's terms")
@@ -134,6 +137,8 @@ def _validate(config: Config) -> Config:
     if not 0 <= config.chunk_overlap < config.chunk_size:
         raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "
                        f"not {config.chunk_overlap}")
+    if config.reader not in ("extract", "free"):
+        raise RagError(f"setting reader must be 'extract' or 'free', not {config.reader!r}")
     if config.evidence not in ("sentences", "passages"):
         raise RagError(f"setting evidence must be 'sentences' or 'passages', not {config.evidence!r}")
     if not 0 <= config.temperature <= 2:

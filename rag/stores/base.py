@@ -52,12 +52,14 @@ def rrf(rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None =
 
 
 def top_n(scores: np.ndarray, n: int) -> list[int]:
-    """Indices of the n highest positive scores, best first."""
+    """Indices of the n highest positive scores, best first; equal scores in row order (as the SQL stores sort)."""
     n = min(n, len(scores))
     if n <= 0:
         return []
-    best = np.argpartition(-scores, n - 1)[:n]
-    return [int(i) for i in best[np.argsort(-scores[best], kind="stable")] if scores[i] > 0]
+    cut = -np.partition(-scores, n - 1)[n - 1]  # the n-th best score: every row scoring as much is a candidate
+    rows = np.flatnonzero(scores >= cut)
+    rows = rows[np.lexsort((rows, -scores[rows]))][:n]
+    return [int(i) for i in rows if scores[i] > 0]
 
 
 def bm25_idf(chunks: int, df: int) -> float:
