@@ -51,7 +51,8 @@ def span_grammar(spans: list[str], whole: bool = False) -> str:
     Compact: rule sI-J is "word J of span I, optionally followed by its spacing and rule sI-(J+1)", so the rules
     grow with the number of words, not with the number of runs; the root picks the word a run starts with.
     """
-    spans = [s.strip() for s in dict.fromkeys(spans) if s.strip()]
+    # Without NULs, which abort llama.cpp's grammar engine (and the server with it).
+    spans = [s for s in dict.fromkeys(s.replace("\x00", "").strip() for s in spans) if s]
     if whole:
         return f"root ::= {' | '.join(gbnf_literal(s) for s in spans)}" if spans else ""
     starts, rules = [], []
