@@ -274,6 +274,12 @@ def test_an_unknown_model_name_is_a_one_line_error(llama_server):
 
 
 @pytest.mark.server
+def test_a_url_without_v1_gets_a_hint(llama_server):
+    message = _error(lambda: make_generator(Config(), f"openai:{llama_server.removesuffix('/v1')}"))
+    assert "HTTP 404" in message and "end in /v1" in message
+
+
+@pytest.mark.server
 def test_the_assistant_answers_through_the_server(fake_config, llama_server):
     config = fake_config.replace(generator=f"openai:{llama_server}", max_tokens=32)
     assistant = Assistant(config, HashEmbedder(), build_store(config.seeds_dir, config.index_dir))

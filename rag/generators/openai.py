@@ -137,8 +137,8 @@ class OpenAIGenerator:
 
     @property
     def features(self) -> frozenset[str]:
-        """"extract" where the server takes GBNF grammars, "choose" where it returns top log-probabilities; asked
-        of the server once, with two tiny requests."""
+        """What the server can do: "extract" where it takes GBNF grammars, "choose" where it returns top
+        log-probabilities; asked once, with two tiny requests."""
         if self._features is None:
             forced = self._accepts(max_tokens=4, extra_body={"grammar": f'root ::= "{PROBE_ANSWER}"'})
             scored = self._accepts(max_tokens=1, logprobs=True, top_logprobs=2)
@@ -194,6 +194,9 @@ class OpenAIGenerator:
         """The log-probability of each option's first token as the reply's first token: read from the top 20;
         an option outside them is pushed to be the sampled token by a logit bias (-inf where that cannot be done)."""
         top = top_logprobs(self._complete(messages, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS))
+        if not top:  # a server that gives no log-probabilities
+            return dict.fromkeys(options, -math.inf)
+        floor = min(top.values())
         scores = {}
         for option in options:
             token = self._first_token(option)
@@ -205,7 +208,9 @@ class OpenAIGenerator:
             else:
                 pushed = top_logprobs(self._complete(messages, max_tokens=1, logprobs=True, top_logprobs=1,
                                                      logit_bias={str(token[0]): PUSH}))
-                scores[option] = pushed.get(token[1], -math.inf)
+                value = pushed.get(token[1], -math.inf)
+                # Outside the top 20, it scores below them; unless the server shows log-probabilities after the bias.
+                scores[option] = value if value <= floor else -math.inf
         return scores
 
     def _pick_model(self, wanted: str) -> str:
@@ -288,8 +293,9 @@ class OpenAIGenerator:
             raise RagError(f"cannot reach the answer server at {self.url} ({reason}): start it, or fix the generator "
                            "setting") from e
         except openai.APIStatusError as e:
+            hint = " (does the URL end in /v1?)" if e.status_code == 404 and self.root == self.url else ""
             raise RagError(f"the answer server at {self.url} answered HTTP {e.status_code}: "
-                           f"{server_message(e.body, self.api_key)}") from e
+                           f"{server_message(e.body, self.api_key)}{hint}") from e
         except (openai.APIError, json.JSONDecodeError) as e:
             raise RagError(f"the answer server at {self.url} sent a reply that is not OpenAI-compatible "
                            f"({server_message(e, self.api_key)})") from e
