@@ -235,8 +235,12 @@ def refusal_html(answer: Answer, turn: int) -> str:
 
 
 def model_choices(current: str) -> list[tuple[str, str]]:
-    """(label, generator name) for the model menu: the configured model first, then the registered ones."""
-    return [(MODELS.get(name, Path(name).name), name) for name in dict.fromkeys([current, *MODELS])]
+    """(label, generator name) for the model menu: the configured model first, then the registered ones. A model
+    file shows its name, a server its URL."""
+    def label(name: str) -> str:
+        return MODELS.get(name) or (name.partition(":")[2] if "://" in name else Path(name).name)
+
+    return [(label(name), name) for name in dict.fromkeys([current, *MODELS])]
 
 
 def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:

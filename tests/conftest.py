@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -83,6 +88,42 @@ def build_store(seeds: Path, folder: Path, embedder=None, size: int = 200, overl
     """Build a FAISS index of seeds into folder (hash embedder by default) and return it, freshly opened."""
     build_index(seeds, FaissStore(folder), embedder or HashEmbedder(), size, overlap, log=log or (lambda *_: None))
     return FaissStore(folder)
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(args: list[str], ready: str, log: Path, timeout: float = 60, **popen) -> Iterator[subprocess.Popen]:
+    """A process started with args (output into log), given once the URL `ready` answers 200; stopped afterwards,
+    whatever happens."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **popen)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{args} exited:\n{log.read_text(errors='replace')[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{args} did not answer {ready} within {timeout} s")
+                try:
+                    if httpx.get(ready, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture

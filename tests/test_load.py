@@ -4,17 +4,15 @@ each gets an answer or a clear "busy" message, the server stays up, its memory s
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
+from conftest import free_port, running
 
 TESTS = Path(__file__).resolve().parent
 SESSIONS = 20
@@ -53,12 +51,6 @@ launch(create_app(assistant, config), config)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """The UI served by a separate process; yields (url, psutil process). Stopped afterwards, whatever happens."""
@@ -66,32 +58,12 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     script = tmp_path / "server.py"
     script.write_text(SERVER.format(tests=str(TESTS), delay=TOKEN_DELAY), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115  closed below, after the process
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(port)], stdout=log, stderr=log,
-                               env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "the UI did not start within 60 s"
-            try:
-                if httpx.get(url + "/config", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    with running([sys.executable, str(script), str(tmp_path), str(port)], url + "/config", tmp_path / "server.log",
+                 env=env, cwd=tmp_path) as process:
         yield url, psutil.Process(process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _ask(client, question: str = QUESTION, timeout: float = LIMIT) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from rag.assistant import Answer, Assistant
 from rag.cite import Citation
 from rag.errors import RagError
 from rag.stores.faiss import FaissStore
-from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, launch
+from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, launch, model_choices
 
 QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
 MODEL = "qwen2.5-coder-1.5b"
@@ -189,3 +189,10 @@ def test_create_app_builds_the_app(fake_assistant):
 def test_bad_auth_is_refused_before_serving(fake_assistant):
     with pytest.raises(RagError, match="user:password"):
         launch(create_app(fake_assistant), fake_assistant.config.replace(auth="nopassword"))
+
+
+def test_the_model_menu_names_a_file_by_its_name_and_a_server_by_its_url():
+    assert model_choices("openai:http://10.0.0.5:8080/v1")[0] == ("http://10.0.0.5:8080/v1",
+                                                                  "openai:http://10.0.0.5:8080/v1")
+    assert model_choices("/models/my.gguf")[0] == ("my.gguf", "/models/my.gguf")
+    assert [name for _, name in model_choices("qwen2.5-coder-0.5b")] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
