@@ -62,6 +62,17 @@ def answer_type(question: str) -> str:
     return OTHER
 
 
+_ASKING = frozenset("ما ماذا ماهو ماهي هو هي اي في من الى مع عن ب شو ايش وش".split())
+
+
+def focus(question: str) -> list[str]:
+    """The first words of a question after its question words: what it asks about ('ما الوكالة التي…' -> الوكالة)."""
+    words = re.findall(r"\w+", normalize(question))
+    while words and words[0] in _ASKING:
+        words.pop(0)
+    return words[:2]
+
+
 # --- Spans of a kind in a text ------------------------------------------------------------------------------------
 
 _MONTHS = (

@@ -14,7 +14,7 @@ from rag.normalize import terms
 from rag.stores.base import Passage
 
 _CLAUSE = re.compile(r"\s*[،,؛]\s+")
-MAX_UNIT_WORDS = 30  # a longer sentence is cut into overlapping pairs of clauses
+MAX_UNIT_WORDS = 40  # a longer sentence is cut into overlapping pairs of clauses
 TYPE_BONUS = 0.3  # a sentence holding a span of the asked kind (a date for "متى") ranks this much higher
 DENSE_WEIGHT = 0.2  # the passage's cosine breaks ties between sentences that cover the question as well
 RELATIVE_EVIDENCE = 0.6  # keep sentences scoring at least this share of the best one
@@ -31,6 +31,7 @@ class Evidence:
     start: int  # offsets in the article text
     end: int
     text: str
+    score: float = 0.0  # how well it answers the question (rank_sentences)
 
 
 def units(text: str, max_words: int = MAX_UNIT_WORDS) -> list[tuple[int, int]]:
@@ -65,7 +66,7 @@ class Ranked:
         """The sentence as evidence numbered n, with offsets in the article."""
         c = self.passage.chunk
         return Evidence(n, c.article_id, c.title, c.date, c.start + self.start, c.start + self.end,
-                        c.text[self.start : self.end])
+                        c.text[self.start : self.end], self.score)
 
 
 def rank_sentences(question: str, passages: list[Passage], weights: dict[str, float], kind: str) -> list[Ranked]:

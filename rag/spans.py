@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rag.normalize import normalize
+from rag.normalize import normalize, stem
 
 _WORD = re.compile(r"\S+")
 MAX_SPAN_TOKENS = 48  # longer copies are never a short answer: the prefix tree stops here
@@ -96,56 +96,69 @@ class Found:
     end: int
 
 
-def find_span(reply: str, spans: Sequence[str]) -> Found | None:
-    """The first span holding the reply word for word (white space folded), with offsets into that span."""
-    words = reply.split()
-    if not words:
-        return None
-    for index, span in enumerate(spans):
-        starts = word_starts(span)
-        tokens = span.split()
-        for i in range(len(tokens) - len(words) + 1):
-            if tokens[i : i + len(words)] == words:
-                start = starts[i]
-                end = starts[i + len(words) - 1] + len(words[-1])
-                return Found(index, start, end)
-    return None
+_EDGE = ".,;:!?\"'()«»“”[]،؛؟-–—"
+_PROCLITICS = ("وبال", "وال", "فال", "بال", "كال", "لل", "ال", "و", "ف", "ب", "ل", "ك")
 
 
-def match_span(reply: str, spans: Sequence[str], min_overlap: float = 0.6) -> Found | None:
-    """The run of words of a span that best matches a free reply (normalized spelling), if it shares at least
-    min_overlap of the reply's words: how a reply the model wrote in its own words is mapped onto the evidence."""
-    wanted = [normalize(w) for w in reply.split()]
+def _key(word: str) -> str:
+    """How a word is compared: normalized spelling, no punctuation at its edges."""
+    return normalize(word).strip(_EDGE)
+
+
+def bare(key: str) -> str:
+    """A word key without the conjunction, preposition or article written onto it (والاسلحة -> اسلحة), and
+    without a plural or feminine ending (السياسات and السياسة name the same thing)."""
+    for prefix in _PROCLITICS:
+        if key.startswith(prefix) and len(key) - len(prefix) >= 2:
+            return stem(key[len(prefix):])
+    return stem(key)
+
+
+def _words(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, key) of each word of a text that has letters or digits."""
+    return [(m.start(), m.end(), k) for m in _WORD.finditer(text) if (k := _key(m.group()))]
+
+
+def find_run(reply: str, spans: Sequence[str], min_share: float = 0.5) -> Found | None:
+    """The longest run of consecutive words that a reply shares with one of the spans (words compared without
+    the clitics written onto them: 'الاسلحة' names 'بالاسلحة'), if it holds at least min_share of the reply's
+    words: the evidence a reply names, when the model copied it, or copied part of it. Ties: the first span."""
+    reply_words = _words(reply)
+    wanted = [bare(k) for _, _, k in reply_words]
     if not wanted:
         return None
-    best: tuple[float, int, Found] | None = None
+    best: tuple[int, Found] | None = None
     for index, span in enumerate(spans):
-        starts = word_starts(span)
-        words = [normalize(w) for w in span.split()]
-        for i in range(len(words)):
-            for j in range(i + 1, min(len(words), i + 2 * len(wanted)) + 1):
-                shared = _overlap(wanted, words[i:j])
-                score = 2 * shared / (len(wanted) + j - i)
-                if shared / len(wanted) >= min_overlap and (best is None or score > best[0]):
-                    best = (score, -(j - i), Found(index, starts[i], starts[j - 1] + len(span.split()[j - 1])))
-    return best[2] if best else None
+        words = _words(span)
+        keys = [bare(k) for _, _, k in words]
+        for i in range(len(keys)):
+            for j in range(len(wanted)):
+                n = 0
+                while i + n < len(keys) and j + n < len(wanted) and keys[i + n] == wanted[j + n]:
+                    n += 1
+                if n and (best is None or n > best[0]):
+                    start = words[i][0] + _clitic_shift(span[words[i][0] : words[i][1]], reply_words[j][2])
+                    best = (n, Found(index, start, words[i + n - 1][1]))
+    if best is None or best[0] < min_share * len(wanted):
+        return None
+    return best[1]
 
 
-def _overlap(a: list[str], b: list[str]) -> int:
-    """Words of a found in b (each word of b used once), comparing words without a leading و/ال clitic."""
-    pool = [_bare(w) for w in b]
-    shared = 0
-    for word in a:
-        bare = _bare(word)
-        if bare in pool:
-            pool.remove(bare)
-            shared += 1
-    return shared
+def _clitic_shift(word: str, named: str) -> int:
+    """Characters to skip at the start of a word of the evidence so that it begins as the reply's word does
+    ('بالاسلحة' named as 'الاسلحة': 1)."""
+    key = _key(word)
+    extra = len(key) - len(named)
+    if key[:extra].endswith("ال"):
+        extra -= 2  # keep the article the reply left out ('دوحة' names 'الدوحة' of 'بالدوحة')
+    elif key[:extra].endswith("لل"):
+        return 0  # ل + ال written as لل: no way to keep the article
+    lead = len(word) - len(word.lstrip(_EDGE))
+    if extra > 0 and key.endswith(named) and len(word) - lead >= len(key):  # no marks dropped before it
+        return lead + extra
+    return 0
 
 
-def _bare(word: str) -> str:
-    word = word.strip(".,;:!?\"'()«»[]،؛؟")
-    for prefix in ("وال", "بال", "لل", "ال", "و"):
-        if word.startswith(prefix) and len(word) - len(prefix) >= 2:
-            return word[len(prefix):]
-    return word
+def find_span(reply: str, spans: Sequence[str]) -> Found | None:
+    """The first span holding the whole reply word for word (clitics aside), with offsets into that span."""
+    return find_run(reply, spans, min_share=1.0)

@@ -12,8 +12,8 @@ class Piece:
     """A piece of a constrained reply and the model's log-probability of it (None where the backend has none)."""
 
     text: str
-    logprob: float | None = None  # summed over the piece's tokens
-    tokens: int = 0
+    logprob: float | None = None  # of the tokens the piece adds (None where the backend gives none)
+    tokens: int = 0  # how many tokens that is
 
 
 class Generator(Protocol):
@@ -32,8 +32,8 @@ class Generator(Protocol):
 
     def extract(self, messages: list[dict], spans: list[str], max_tokens: int, whole: bool = False) -> Iterator[Piece]:
         """Yield a greedy reply that copies words of one of the spans: any run of whole words of one span, or (whole)
-        one span from its first word to its last. The last piece is empty and carries the log-probability of the
-        whole reply and its number of tokens (None and 0 where the backend has no scores)."""
+        one span from its first word to its last. The log-probabilities of all pieces add up to the reply's (a
+        backend may give them per piece, or all on a last, empty piece)."""
         ...
 
     def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:

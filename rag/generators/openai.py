@@ -95,10 +95,10 @@ def pieces(text: str, tokens: list[tuple[str, float]]) -> list[Piece]:
         logprob += token_logprob
         at = text.find(token, start) if token else -1
         if at >= 0:
-            out.append(Piece(text[start : at + len(token)], logprob))
+            out.append(Piece(text[start : at + len(token)], logprob, 1))
             start, logprob = at + len(token), 0.0
     if start < len(text):  # letters whose tokens showed no text at the end
-        out.append(Piece(text[start:], logprob))
+        out.append(Piece(text[start:], logprob, 1))
     return out
 
 
