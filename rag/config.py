@@ -48,7 +48,7 @@ class Config:
     reader: str = setting("extract", "how answers are made: 'extract' copies a span of the evidence, 'free' lets the "
                                      "model write (kept for comparison)")
     # Tuned on evals/gold-dev.jsonl: below it the copied spans were wrong more often than right.
-    min_confidence: float = setting(-1.5, "refuse below this mean log-probability per token of the copied span")
+    min_confidence: float = setting(-3.0, "refuse below this mean log-probability per token of the copied span")
     # Below this cosine for the best passage, and with few of the question's terms in the passages, the question
     # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
     min_similarity: float = setting(0.45, "refuse below this cosine when the passages miss the question's terms")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -206,6 +207,25 @@ def read_places(question: str, evidence: list[Evidence]) -> Reading | None:
     return Reading(LIST, found, method="list", confidence=0.0) if len(found) > 1 else None
 
 
+def says_none(reply: str) -> bool:
+    """True when the model's own reply says the evidence does not answer."""
+    text = " ".join(tokens(reply))
+    return any(" ".join(tokens(phrase)) in text for phrase in load_strings("reader")["refusals"])
+
+
+def invented(reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> bool:
+    """True when the reply names a year, a number or a place that none of the evidence's spans of that kind holds:
+    the model answers from what it knows, not from the articles ('ولد عام 1952' when no article says so)."""
+    found = " ".join(fold(ev.text[s:e])[0] for ev, s, e in typed)
+    named = [fold(reply[s:e])[0] for s, e in spans_of(reply, kind)]
+    if kind == PLACE:
+        return bool(named) and not any(n in found for n in named)
+    # Dates are written many ways ('6 ديسمبر 1991', 'السادس من ديسمبر عام 1991'): compare their years.
+    pattern = r"\b\d{4}\b" if kind == DATE else r"\d+(?:[.,]\d+)*"
+    numbers = [n for name in named for n in re.findall(pattern, name)]
+    return any(n not in re.findall(pattern, found) for n in numbers)
+
+
 def read(question: str, evidence: list[Evidence], generator: Generator, kind: str,
          max_tokens: int) -> Iterator[str | Reading]:
     """Yield the model's own reply as it comes, then the Reading."""
@@ -226,8 +246,8 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         yield piece
     raw = "".join(pieces).strip()
     typed = typed_spans(evidence, kind, question) if kind in TYPED else []
-    if kind in (DATE, NUMBER) and not typed:  # "متى…؟" and not one date in the evidence: it does not say
-        yield Reading(kind, method="none", raw=raw)
+    if says_none(raw) or (kind in (DATE, NUMBER) and not typed) or (kind in TYPED and invented(raw, typed, kind)):
+        yield Reading(kind, method="none", raw=raw)  # "متى…؟" and no date in the evidence, or not the one named
         return
     part, method = locate(find_run(raw, texts), evidence), "snapped"
     if part:

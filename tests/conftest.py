@@ -19,6 +19,7 @@ from rag.assistant import Assistant
 from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import EMBEDDERS, make_embedder
 from rag.generators import GENERATORS
+from rag.generators.base import Piece
 from rag.index import build_index
 from rag.normalize import terms
 from rag.stores import make_store
@@ -59,13 +60,16 @@ class HashEmbedder:
 
 
 class ScriptedGenerator:
-    """Replies with a scripted text, token by token, and remembers the prompts it was given."""
+    """Replies with a scripted text, token by token, and remembers the prompts it was given. Its `extract` copies
+    the first span it may (or the scripted `copied` text) and `choose` returns the scripted scores."""
 
     id = "scripted"
-    features = frozenset()
+    features = frozenset({"extract", "choose"})
 
-    def __init__(self, reply: str | Callable[[list[dict]], str] = "لا تتضمن المصادر إجابة عن هذا السؤال."):
-        self.reply = reply
+    def __init__(self, reply: str | Callable[[list[dict]], str] = "لا تتضمن المصادر إجابة عن هذا السؤال.",
+                 copied: str | None = None, scores: dict[str, float] | None = None, logprob: float = 0.0):
+        self.reply, self.copied, self.logprob = reply, copied, logprob
+        self.scores = scores or {"نعم": -0.1, "لا": -2.5}
         self.prompts: list[list[dict]] = []
 
     @classmethod
@@ -77,6 +81,16 @@ class ScriptedGenerator:
         text = self.reply(messages) if callable(self.reply) else self.reply
         for word in text.split(" "):
             yield word + " "
+
+    def extract(self, messages: list[dict], spans: list[str], max_tokens: int, whole: bool = False):
+        self.prompts.append(messages)
+        text = self.copied if self.copied is not None else spans[0]
+        yield Piece(text)
+        yield Piece("", self.logprob * (len(text.split()) + 1), len(text.split()) + 1)
+
+    def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:
+        self.prompts.append(messages)
+        return {option: self.scores.get(option, -10.0) for option in options}
 
 
 # The fakes are backends like the real ones: `embedder = "hash:"`, `generator = "scripted:<reply>"`.

@@ -2,7 +2,8 @@
 
 import pytest
 
-from rag.cite import Evidence, attribute, parse_markers, strip_markers, support
+from rag.cite import attribute, parse_markers, strip_markers, support
+from rag.evidence import Evidence
 
 VISIT = Evidence(1, "a_visit.txt", "زيارة بوتين", "2022-10-12", 23, 95,
                  "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007.")

@@ -4,7 +4,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.chunk import chunk_article, sentence_spans
-from rag.cite import Evidence, attribute, parse_markers, strip_markers, support
+from rag.cite import attribute, parse_markers, strip_markers, support
+from rag.evidence import Evidence
 from rag.ingest import Article, clean, find_dates
 from rag.normalize import fold_script, normalize, terms, tokens
 

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import HashEmbedder, build_store, free_port, running
 
-from rag.assistant import STOP, Answer, Assistant
+from rag.assistant import Answer, Assistant
+from rag.writer import STOP
 from rag.config import Config, load_config
 from rag.errors import RagError
 from rag.generators import make_generator

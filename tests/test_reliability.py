@@ -20,9 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag import cli, models
-from rag.assistant import Answer, Assistant, check_question, clean_reply, format_evidence, is_refusal, rewrite_followup
+from rag.assistant import Answer, Assistant, check_question, rewrite_followup
+from rag.evidence import format_evidence
+from rag.writer import clean_reply, is_refusal
 from rag.chunk import sentence_spans
-from rag.cite import Evidence, attribute, is_instruction
+from rag.cite import attribute, is_instruction
+from rag.evidence import Evidence
 from rag.config import PACKAGE_ROOT, Config
 from rag.errors import RagError
 from rag.generators.llama import LlamaGenerator
