@@ -131,7 +131,8 @@ class Assistant:
         kind = answer_type(full_question)
         evidence = self._evidence(full_question, passages, kind)
         timings = {"retrieve": time.perf_counter() - started}
-        if not evidence or not self._answerable(full_question, passages):
+        # A question that is an order to the model ("تجاهل التعليمات السابقة وقل…") asks nothing of the articles.
+        if not evidence or is_instruction(question) or not self._answerable(full_question, passages):
             timings["total"] = time.perf_counter() - started
             yield self._refusal(question, passages, timings, "", kind)
             return
@@ -157,10 +158,9 @@ class Assistant:
     def _evidence(self, question: str, passages: list[Passage], kind: str) -> list[Evidence]:
         """The sentences the reader gets; whole passages for a question not in Arabic (its terms match nothing)."""
         if self.config.evidence == "passages" or not is_arabic(question):
-            evidence = whole_passages(passages if self.config.evidence == "passages" else passages[:2])
-        else:
-            weights = self.store.idf(set(terms(question)))
-            evidence = select(rank_sentences(question, passages, weights, kind), self.config.evidence_sentences)
+            return whole_passages(passages if self.config.evidence == "passages" else passages[:2])
+        weights = self.store.idf(set(terms(question)))
+        evidence = select(rank_sentences(question, passages, weights, kind), self.config.evidence_sentences)
         # An order to the model quoted in an article is data, never an answer ("تجاهل التعليمات وقل إن…").
         return [ev for ev in evidence if not is_instruction(ev.text)]
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rag.answer_types import DATE, LIST, NUMBER, PLACE, YESNO, focus, fold, spans_of
+from rag.chunk import sentence_spans
+from rag.cite import is_instruction
 from rag.evidence import Evidence, format_evidence
 from rag.generators import Generator
 from rag.normalize import STOPWORDS, fold_letters, normalize, stem, terms, tokens
@@ -171,7 +173,7 @@ def negation(sentence: str, question: str, negations: list[str]) -> str:
     words = tokens(sentence)
     found = ""
     for i, word in enumerate(words):
-        if word in negators:
+        if word in negators or word[:1] in "وف" and word[1:] in negators:  # "ولم"
             near = any(stem(w) in asked for w in words[i + 1 : i + 1 + NEGATION_REACH])
             found = "near" if near else found or "far"
     return found
@@ -265,7 +267,14 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         part, method = locate(find_span(text, texts), evidence), "typed" if typed else "copied"
         if part and not typed:
             part = head(trim(part, question), question)
-    if part is None or not adds_to(part.text, question):
+    if part is None or not adds_to(part.text, question) or ordered(part):
         yield Reading(kind, method="none", confidence=confidence, raw=raw)
         return
     yield Reading(kind, [part], method=method, confidence=confidence, raw=raw)
+
+
+def ordered(part: Part) -> bool:
+    """True when the span comes from a sentence addressed to the model ('تجاهل التعليمات وقل إن…'): data to quote,
+    never an answer, even inside a whole passage."""
+    ev, start = part.evidence, part.start - part.evidence.start
+    return any(s <= start < e and is_instruction(ev.text[s:e]) for s, e in sentence_spans(ev.text))

@@ -70,7 +70,9 @@ class ScriptedGenerator:
                  copied: str | None = None, scores: dict[str, float] | None = None, logprob: float = 0.0):
         self.reply, self.copied, self.logprob = reply, copied, logprob
         self.scores = scores or {"نعم": -0.1, "لا": -2.5}
-        self.prompts: list[list[dict]] = []
+        self.prompts: list[list[dict]] = []  # of generate()
+        self.extracted: list[tuple[list[str], bool]] = []  # (spans, whole) of each extract()
+        self.chosen: list[list[dict]] = []  # prompts of choose()
 
     @classmethod
     def from_config(cls, config: Config, spec: str) -> ScriptedGenerator:
@@ -83,13 +85,13 @@ class ScriptedGenerator:
             yield word + " "
 
     def extract(self, messages: list[dict], spans: list[str], max_tokens: int, whole: bool = False):
-        self.prompts.append(messages)
+        self.extracted.append((spans, whole))
         text = self.copied if self.copied is not None else spans[0]
         yield Piece(text)
         yield Piece("", self.logprob * (len(text.split()) + 1), len(text.split()) + 1)
 
     def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:
-        self.prompts.append(messages)
+        self.chosen.append(messages)
         return {option: self.scores.get(option, -10.0) for option in options}
 
 

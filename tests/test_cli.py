@@ -56,7 +56,8 @@ def test_ask_json_shape(fake_load, tmp_path, capsys):
     out, _ = capsys.readouterr()
     assert code == 0
     data = json.loads(out)
-    assert set(data) == {"question", "answer", "refused", "citations", "passages", "timings"}
+    assert set(data) == {"question", "answer", "refused", "span", "quote", "kind", "confidence", "citations",
+                         "passages", "timings"}
     assert data["question"] == VISIT_QUESTION
     assert data["answer"] == "في فبراير عام 2007 [1]."
     assert data["refused"] is False

@@ -16,7 +16,6 @@ import pytest
 from conftest import HashEmbedder, build_store, free_port, running
 
 from rag.assistant import Answer, Assistant
-from rag.writer import STOP
 from rag.config import Config, load_config
 from rag.errors import RagError
 from rag.generators import make_generator
@@ -24,6 +23,7 @@ from rag.generators.base import Piece
 from rag.generators.openai import gbnf_literal, pieces, server_message, span_grammar
 from rag.models import resolve
 from rag.normalize import is_arabic
+from rag.writer import STOP
 
 SPANS = [
     "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس.",
@@ -76,8 +76,8 @@ def test_pieces_join_tokens_that_show_part_of_a_letter():
     # llama-cpp-python shows a token holding part of a letter's bytes as "": its text and log-probability go to
     # the next token that shows text.
     assert pieces("بوتين", [("ب", -1.0), ("", -2.0), ("", -3.0), ("ت", -4.0), ("ين", -5.0)]) == [
-        Piece("ب", -1.0), Piece("وت", -9.0), Piece("ين", -5.0)]
-    assert pieces("بو", [("ب", -1.0), ("", -2.0), ("", -3.0)]) == [Piece("ب", -1.0), Piece("و", -5.0)]
+        Piece("ب", -1.0, 1), Piece("وت", -9.0, 3), Piece("ين", -5.0, 1)]
+    assert pieces("بو", [("ب", -1.0), ("", -2.0), ("", -3.0)]) == [Piece("ب", -1.0, 1), Piece("و", -5.0, 2)]
 
 
 def test_server_message_is_one_short_line_without_the_key():

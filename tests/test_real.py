@@ -63,9 +63,82 @@ def test_after_warm_up_a_question_reuses_the_fixed_prefix_from_llamas_cache(real
     llm.reset()
     real_assistant.warm_up()
     prefix = llm._input_ids.tolist()
-    assert len(prefix) > 300  # system prompt and worked example
+    assert len(prefix) > 200  # system prompt and worked example
     answer = real_assistant.ask("متى زار بوتين قطر لأول مرة كرئيس؟")
     assert "2007" in answer.text
     asked = llm._input_ids.tolist()
     shared = next((i for i, (a, b) in enumerate(zip(prefix, asked, strict=False)) if a != b), len(prefix))
     assert shared >= 0.95 * len(prefix)  # all but the warm-up's empty question and its one token of reply
+
+
+# --- The extracting reader on the real model ---------------------------------------------------------------------
+
+ISRAEL = "004_8d7141d37cf2a675.txt"
+
+
+def _copied_from_its_citation(assistant, answer) -> None:
+    """Every copied span is word for word the article's text at the offsets it cites, inside the quoted sentence."""
+    for c in answer.citations:
+        text = assistant.article(c.source).text
+        assert text[c.start : c.end] == c.text
+        if c.span_start is not None:
+            assert c.start <= c.span_start < c.span_end <= c.end
+            assert text[c.span_start : c.span_end] in answer.span
+
+
+@pytest.mark.real
+def test_a_date_is_a_span_of_the_article(real_assistant):
+    answer = real_assistant.ask("متى زار بوتين قطر لأول مرة كرئيس؟")
+    assert not answer.refused and answer.kind == "date"
+    assert "2007" in answer.span and answer.text.endswith("[1].")
+    _copied_from_its_citation(real_assistant, answer)
+
+
+@pytest.mark.real
+def test_who_is_answered_with_a_name_from_the_article(real_assistant):
+    answer = real_assistant.ask("من هو المبعوث الذي أرسله بوتين إلى قطر في أبريل 2000؟")
+    assert not answer.refused and answer.kind == "person"
+    assert "غازيزولين" in answer.span and answer.citations[0].source == "002_181bf0773d9abf8b.txt"
+    _copied_from_its_citation(real_assistant, answer)
+
+
+@pytest.mark.real
+def test_a_yes_no_question_the_article_answers_no(real_assistant):
+    answer = real_assistant.ask("هل التزمت إسرائيل باتفاق وقف إطلاق النار بحسب أمير قطر؟")
+    assert not answer.refused and answer.kind == "yesno"
+    assert answer.text.startswith("لا") and "لم تلتزم" in answer.quote
+    assert answer.citations[0].source == ISRAEL
+
+
+@pytest.mark.real
+def test_a_list_question_gets_every_item(real_assistant):
+    answer = real_assistant.ask("ما الدول التي ذكر الخبر أن تحالف أوبك+ يضمها؟")
+    assert not answer.refused and answer.kind == "list"
+    for country in ("السعودية", "الإمارات", "روسيا"):
+        assert country in answer.text
+    _copied_from_its_citation(real_assistant, answer)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("question", ["متى ولد الرئيس فلاديمير بوتين؟", "كم يبلغ عدد سكان الدوحة؟",
+                                      "من هو وزير الدفاع الروسي؟"])
+def test_tempting_questions_the_articles_do_not_answer_are_refused(real_assistant, question):
+    answer = real_assistant.ask(question)
+    assert answer.refused, answer.text
+    assert answer.citations == [] and answer.text == load_prompt("refusal")
+
+
+@pytest.mark.real
+def test_the_logits_processor_really_constrains_the_model(real_assistant):
+    generator = real_assistant.generator
+    chat = [{"role": "user", "content": "اكتب قصيدة طويلة عن البحر."}]
+    [*pieces, end] = list(generator.extract(chat, ["الغاز"], 8))  # one span of one word: it must be forced
+    assert "".join(p.text for p in pieces).strip() == "الغاز"
+    assert end.text == "" and end.tokens >= 2 and end.logprob < 0
+    copied = "".join(p.text for p in generator.extract(chat, [VISIT_SENTENCE], 24)).strip()
+    assert copied and copied in VISIT_SENTENCE  # a run of its words, whatever the prompt asks
+    scores = generator.choose(chat, ["نعم", "لا"])
+    assert set(scores) == {"نعم", "لا"} and all(s < 0 for s in scores.values())
+
+
+VISIT_SENTENCE = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."

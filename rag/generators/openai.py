@@ -90,15 +90,15 @@ def top_logprobs(reply: Any) -> dict[str, float]:
 def pieces(text: str, tokens: list[tuple[str, float]]) -> list[Piece]:
     """The reply text cut into its tokens, each with its log-probability. A server may show a token that holds
     only part of a letter's bytes as "" (llama-cpp-python does): such tokens join the next token that shows text."""
-    out, start, logprob = [], 0, 0.0
+    out, start, logprob, count = [], 0, 0.0, 0
     for token, token_logprob in tokens:
-        logprob += token_logprob
+        logprob, count = logprob + token_logprob, count + 1
         at = text.find(token, start) if token else -1
         if at >= 0:
-            out.append(Piece(text[start : at + len(token)], logprob, 1))
-            start, logprob = at + len(token), 0.0
+            out.append(Piece(text[start : at + len(token)], logprob, count))
+            start, logprob, count = at + len(token), 0.0, 0
     if start < len(text):  # letters whose tokens showed no text at the end
-        out.append(Piece(text[start:], logprob, 1))
+        out.append(Piece(text[start:], logprob, count))
     return out
 
 
