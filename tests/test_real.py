@@ -141,4 +141,5 @@ def test_the_logits_processor_really_constrains_the_model(real_assistant):
     assert set(scores) == {"نعم", "لا"} and all(s < 0 for s in scores.values())
 
 
-VISIT_SENTENCE = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."
+VISIT_SENTENCE = ("قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، "
+                  "وهي أول زيارة له إلى قطر كرئيس.")
