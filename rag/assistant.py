@@ -43,6 +43,7 @@ class Answer:
     quote: str = ""  # the sentence it was copied from (the first, for a list)
     kind: str = ""  # the kind of answer the question asks for (rag.answer_types)
     confidence: float | None = None  # the reader's mean log-probability per token of the span
+    evidence: list[Evidence] = field(default_factory=list, repr=False)  # what the reader was given
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -115,19 +116,22 @@ class Assistant:
         question = check_question(question, self.config.max_question_chars)
         return search(self.store, self.embedder, question, k or self.config.top_k, mode)
 
-    def ask(self, question: str, history: Sequence[str] = ()) -> Answer:
+    def ask(self, question: str, history: Sequence[str] = (), passages: list[Passage] | None = None) -> Answer:
         """Answer a question (history: the earlier questions of the conversation, oldest first)."""
-        *_, answer = self.stream(question, history)
+        *_, answer = self.stream(question, history, passages)
         return answer
 
-    def stream(self, question: str, history: Sequence[str] = ()) -> Iterator[str | Answer]:
-        """Yield the model's reply as it comes, then the Answer."""
+    def stream(self, question: str, history: Sequence[str] = (),
+               passages: list[Passage] | None = None) -> Iterator[str | Answer]:
+        """Yield the model's reply as it comes, then the Answer. Given passages are read instead of retrieving
+        (reader-only evaluation on a benchmark's gold paragraph)."""
         started = time.perf_counter()
         question = check_question(question, self.config.max_question_chars)
         full_question = rewrite_followup(question, list(history), load_prompt("followup"))
         # BM25 over Arabic terms only matches stray English fragments of a question in another language.
         mode = "hybrid" if is_arabic(full_question) else "dense"
-        passages = search(self.store, self.embedder, full_question, self.config.top_k, mode)
+        if passages is None:
+            passages = search(self.store, self.embedder, full_question, self.config.top_k, mode)
         kind = answer_type(full_question)
         evidence = self._evidence(full_question, passages, kind)
         timings = {"retrieve": time.perf_counter() - started}
@@ -152,8 +156,10 @@ class Assistant:
         timings["generate"] = time.perf_counter() - started - timings["retrieve"]
         timings["total"] = time.perf_counter() - started
         timings.setdefault("first_token", timings["total"])
-        yield (self._written(question, passages, timings, kind, *result) if self.config.reader == "free"
-               else self._read(question, passages, timings, result))
+        answer = (self._written(question, passages, timings, kind, *result) if self.config.reader == "free"
+                  else self._read(question, passages, timings, result))
+        answer.evidence = evidence
+        yield answer
 
     def _evidence(self, question: str, passages: list[Passage], kind: str) -> list[Evidence]:
         """The sentences the reader gets; whole passages for a question not in Arabic (its terms match nothing)."""

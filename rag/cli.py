@@ -137,8 +137,12 @@ def parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
     sub.add_parser("ui", help="start the chat UI on 127.0.0.1").set_defaults(func=cmd_ui)
     ev = sub.add_parser("eval", help="evaluate on gold Q&A pairs or a SQuAD-format benchmark")
-    ev.add_argument("--gold", type=Path, default=Path("evals/gold.jsonl"), help="gold questions, one JSON per line")
+    ev.add_argument("--split", choices=("dev", "test"), default="test",
+                    help="the gold split: tune on dev, report test (evals/gold-<split>.jsonl)")
+    ev.add_argument("--gold", type=Path, help="a gold file of your own, one JSON question per line (see README)")
     ev.add_argument("--squad", type=Path, help="a SQuAD-format JSON file to index and evaluate on")
+    ev.add_argument("--gold-passage", action="store_true",
+                    help="with --squad: the reader gets each question's own paragraph (reader-only figures)")
     ev.add_argument("--sample", type=int, default=50, help="questions answered by the model in --squad mode")
     ev.add_argument("--out", type=Path, default=Path("evals/results"), help="folder the results are written to")
     ev.add_argument("--retrieval-only", action="store_true", help="score retrieval only, without the model")

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from rag.assistant import Assistant, check_question
+from rag.chunk import Chunk
 from rag.cite import strip_markers
 from rag.config import PACKAGE_ROOT, Config
 from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
 from rag.generators import Generator
 from rag.normalize import fold_script, normalize, stem, tokens
-from rag.retrieve import search
+from rag.retrieve import Passage, search
 
 MODES = ("bm25", "dense", "hybrid")
 GOLD_KS = (1, 3, 5)
@@ -66,6 +67,14 @@ def token_f1(prediction: str, references: Iterable[str]) -> float:
             precision, recall = common / len(words), common / len(gold)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+SHORT_WORDS = 15  # an answer is short with at most max(15, 2 x the reference's) words
+
+
+def short(prediction: str, references: list[str]) -> bool:
+    """True when the prediction is a short answer: at most max(15, twice the reference's) words."""
+    return len(answer_tokens(prediction)) <= max(SHORT_WORDS, 2 * len(answer_tokens(references[0])))
 
 
 def list_items(answer: str) -> list[str]:
@@ -155,27 +164,39 @@ def score_retrieval(assistant: Assistant, embedder: Embedder, question: str, gol
     return out
 
 
-def score_answer(assistant: Assistant, question: str, references: list[str], gold: list[str]) -> dict:
-    """Ask the assistant and score its answer, citations, refusal and timings."""
-    answer = assistant.ask(question)
+def score_answer(assistant: Assistant, question: str, references: list[str], gold: list[str],
+                 passages: list | None = None) -> dict:
+    """Ask the assistant (reading the given passages, if any, instead of retrieving) and score its answer:
+    correct = holds the reference (or every list item) and is short; exact match and token F1 of the copied span
+    (the shown text for the free reader); the lenient 'contains'; citations, refusal, the answer-bearing sentence
+    among what the reader was given, and timings."""
+    answer = assistant.ask(question, passages=passages)
     cited = [c.source for c in answer.citations]
     precision, recall = citation_scores(cited, gold) if gold and not answer.refused else (None, None)
     text = "" if answer.refused else answer.text
+    span = "" if answer.refused else (answer.span or answer.text)
     items = items_found(text, references)
     found = contains(text, references)
+    given = " ".join(ev.text for ev in answer.evidence)
     return {
         "answer": answer.text,
-        "raw": answer.raw,  # the model's reply before the citation check ('' when refused before generating)
+        "span": answer.span,
+        "raw": answer.raw,  # the model's own reply ('' when refused before reading)
         "refused": answer.refused,
+        "kind": answer.kind,
+        "confidence": answer.confidence,
         "citations": [{"n": c.n, "source": c.source, "supported": c.supported, "score": c.score}
                       for c in answer.citations],
         "passages": [p.chunk.id for p in answer.passages],
         "timings": {k: round(v, 3) for k, v in answer.timings.items()},
-        "exact": exact_match(text, references) if references else None,
+        "exact": exact_match(span, references) if references else None,
         "contains": found if references else None,
-        "f1": round(token_f1(text, references), 4) if references else None,
+        "f1": round(token_f1(span, references), 4) if references else None,
         "items": items,
-        "correct": (found or items == 1.0) if references else answer.refused,
+        "short": short(text, references) if references and text else None,
+        "correct": bool((found or items == 1.0) and short(text, references)) if references else answer.refused,
+        "evidence_hit": (contains(given, references) or items_found(given, references) == 1.0) if references
+        and answer.evidence else None,
         "citation_precision": precision,
         "citation_recall": recall,
     }
@@ -215,6 +236,7 @@ def summarize_answers(records: list[dict]) -> dict | None:
         "f1": mean(r["f1"] for r in answerable),
         "list_items": mean(r["items"] for r in answerable),
         "correct": mean(r["correct"] for r in answerable),
+        "evidence_hit": mean(r.get("evidence_hit") for r in answerable),
         "citation_precision": mean(r["citation_precision"] for r in answered),
         "citation_recall": mean(r["citation_recall"] for r in answered),
         "citation_supported": mean(c["supported"] for c in citations),
@@ -278,8 +300,17 @@ def run_info(assistant: Assistant, answered: bool) -> dict:
     }
 
 
-def evaluate(assistant: Assistant, questions: list[dict], ks: tuple[int, ...], answer: Iterable[int]) -> list[dict]:
-    """Records for questions (id, question, answers, sources, answerable, category); answer the given indexes."""
+def gold_passage(store, source: str) -> Passage:
+    """An article whole as the one passage a reader gets (reader-only evaluation: no retrieval, no gate)."""
+    article = store.article(source)
+    return Passage(Chunk(f"{source}#gold", source, article.title, article.date, 0, len(article.text), article.text),
+                   1.0, 1.0, 0.0)
+
+
+def evaluate(assistant: Assistant, questions: list[dict], ks: tuple[int, ...], answer: Iterable[int],
+             reader_only: bool = False) -> list[dict]:
+    """Records for questions (id, question, answers, sources, answerable, category); answer the given indexes,
+    from retrieved passages or (reader_only) from the whole of each question's first source."""
     from tqdm import tqdm
 
     answer = set(answer)
@@ -289,7 +320,9 @@ def evaluate(assistant: Assistant, questions: list[dict], ks: tuple[int, ...], a
     for i, q in enumerate(tqdm(questions, desc="questions", unit="q", file=sys.stderr)):
         record = {**q, "retrieval": score_retrieval(assistant, queries, q["question"], q["sources"], ks)}
         if i in answer:
-            record |= score_answer(assistant, q["question"], q["answers"] if q["answerable"] else [], q["sources"])
+            given = [gold_passage(assistant.store, q["sources"][0])] if reader_only else None
+            record |= score_answer(assistant, q["question"], q["answers"] if q["answerable"] else [], q["sources"],
+                                   given)
         records.append(record)
     return records
 
@@ -362,8 +395,10 @@ def render_report(summary: dict, records: list[dict], ks: tuple[int, ...], recor
         lat = a["latency"]
         lines += ["", f"## Answers ({a['answerable']} answerable, {a['unanswerable']} unanswerable)", ""]
         lines += _table(["metric", "value"], [
-            ["correct (contains the answer, or every list item)", a["correct"]],
-            ["exact match", a["exact"]], ["contains", a["contains"]], ["token F1", a["f1"]],
+            ["correct (holds the answer, or every list item, in a short answer)", a["correct"]],
+            ["exact match (span)", a["exact"]], ["token F1 (span)", a["f1"]],
+            ["contains (lenient: any length)", a["contains"]],
+            ["answer-bearing sentence given to the reader", a["evidence_hit"]],
             ["list items found", a["list_items"]],
             ["citation precision (article)", a["citation_precision"]],
             ["citation recall (article)", a["citation_recall"]],
@@ -435,7 +470,7 @@ def run_gold(assistant: Assistant, gold: Path, out: Path, retrieval_only: bool =
     info = run_info(assistant, not retrieval_only)  # loads the generator first: no load time in the latencies
     records = evaluate(assistant, questions, GOLD_KS, [] if retrieval_only else range(len(questions)))
     indexed = assistant.store.manifest()["articles"]
-    summary = summarize(_name("gold", retrieval_only, limit), records, GOLD_KS, info, indexed,
+    summary = summarize(_name(Path(gold).stem, retrieval_only, limit), records, GOLD_KS, info, indexed,
                         time.perf_counter() - started)
     summary["gold"] = str(gold)
     summary["path"] = str(write_results(Path(out), summary, records, GOLD_KS))
@@ -461,9 +496,10 @@ def squad_questions(data: dict, seeds: Path, category: str) -> list[dict]:
 
 def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None = None,
               generator: Generator | None = None, sample: int = 50, limit: int | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, gold_passage: bool = False) -> dict:
     """Index every paragraph of a SQuAD-format file (a paragraph is an article), retrieve for every question,
-    answer a seeded random sample of them, and write the results into out."""
+    answer a seeded random sample of them (from the retrieved passages, or with gold_passage from the question's
+    own paragraph, as published reader figures are), and write the results into out."""
     from rag.index import build_index
     from rag.stores import make_store
 
@@ -477,7 +513,8 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
     try:
         (work / "seeds").mkdir()
         questions = squad_questions(data, work / "seeds", name)[:limit]
-        config = config.replace(seeds_dir=work / "seeds", index_dir=work / "index")
+        # A benchmark's index is a temporary FAISS folder, whatever store the user's config names.
+        config = config.replace(seeds_dir=work / "seeds", index_dir=work / "index", store="faiss")
         embedder = embedder or make_embedder(config)
         store = make_store(config)
         report = build_index(config.seeds_dir, store, embedder, config.chunk_size, config.chunk_overlap,
@@ -488,12 +525,13 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
         info = run_info(assistant, bool(asked))
         info["index"] = {"paragraphs": len(list((work / "seeds").iterdir())), "articles": len(indexed),
                          "chunks": report.chunks, "seconds": report.seconds, "skipped": report.warnings}
-        records = evaluate(assistant, questions, SQUAD_KS, asked)
+        records = evaluate(assistant, questions, SQUAD_KS, asked, reader_only=gold_passage)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarize(_name(f"squad-{name}", not asked, limit), records, SQUAD_KS, info, indexed,
+    base = f"squad-{name}" + ("-goldp" if gold_passage else "")
+    summary = summarize(_name(base, not asked, limit), records, SQUAD_KS, info, indexed,
                         time.perf_counter() - started)
-    summary |= {"squad": str(path), "sample": len(asked), "seed": seed}
+    summary |= {"squad": str(path), "sample": len(asked), "seed": seed, "gold_passage": gold_passage}
     summary["path"] = str(write_results(Path(out), summary, records, SQUAD_KS))
     return summary
 
@@ -502,9 +540,11 @@ def main(args, config: Config) -> None:
     """`rag eval`: gold mode (default) or --squad mode; prints where the results went and the headline figures."""
     if args.squad:
         sample = 0 if args.retrieval_only else args.sample
-        summary = run_squad(args.squad, args.out, config, sample=sample, limit=args.limit)
+        summary = run_squad(args.squad, args.out, config, sample=sample, limit=args.limit,
+                            gold_passage=args.gold_passage)
     else:
-        summary = run_gold(Assistant.load(config), args.gold, args.out, args.retrieval_only, args.limit)
+        gold = args.gold or PACKAGE_ROOT / "evals" / f"gold-{args.split}.jsonl"
+        summary = run_gold(Assistant.load(config), gold, args.out, args.retrieval_only, args.limit)
     k = max(SQUAD_KS if args.squad else GOLD_KS)
     for mode, m in summary["retrieval"].items():
         print(f"{mode:>6}: recall@1 {m['recall@1']}, recall@{k} {m[f'recall@{k}']}, MRR {m['mrr']}")

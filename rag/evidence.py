@@ -34,9 +34,10 @@ class Evidence:
     score: float = 0.0  # how well it answers the question (rank_sentences)
 
 
-def units(text: str, max_words: int = MAX_UNIT_WORDS) -> list[tuple[int, int]]:
-    """Sentence spans of a text; an over-long sentence becomes overlapping pairs of clauses, so that a clause
-    keeps the fact stated just before it ('زار الدوحة في فبراير 2007، وهي أول زيارة له إلى قطر كرئيس')."""
+def units(text: str, max_words: int | None = None) -> list[tuple[int, int]]:
+    """Sentence spans of a text; a sentence over max_words (MAX_UNIT_WORDS) becomes overlapping pairs of clauses,
+    so that a clause keeps the fact stated just before it ('زار الدوحة في فبراير 2007، وهي أول زيارة له')."""
+    max_words = max_words or MAX_UNIT_WORDS
     out = []
     for s, e in sentence_spans(text):
         if len(text[s:e].split()) <= max_words:

@@ -207,9 +207,29 @@ def test_squad_answers_a_seeded_sample(squad_file, fake_config, tmp_path):
 
 @pytest.mark.real
 def test_real_gold_subset(real_assistant, tmp_path):
-    summary = evaluate.run_gold(real_assistant, PACKAGE_ROOT / "evals" / "gold.jsonl", tmp_path, limit=5)
+    summary = evaluate.run_gold(real_assistant, PACKAGE_ROOT / "evals" / "gold-dev.jsonl", tmp_path, limit=5)
     assert summary["questions"] == 5 and summary["answers"]["n"] == 5
     for key in ("correct", "f1", "exact", "citation_precision", "refusal_accuracy", "false_refusal_rate", "latency"):
         assert key in summary["answers"]
     assert summary["retrieval"]["hybrid"]["recall@5"] >= 0.8
-    assert (tmp_path / "gold-limit5-latest.md").exists()
+    assert (tmp_path / "gold-dev-limit5-latest.md").exists()
+    assert summary["answers"]["evidence_hit"] is not None
+
+
+def test_a_correct_answer_holds_the_reference_and_is_short():
+    assert evaluate.short("في فبراير عام 2007 [1].", ["2007"])
+    long = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007 وهي أول زيارة له إلى قطر كرئيس"
+    assert not evaluate.short(long, ["2007"])  # 19 words for a one-word fact
+    assert evaluate.short(long, ["قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007"])
+
+
+def test_squad_gold_passage_mode_reads_each_questions_own_paragraph(squad_file, tmp_path, fake_config):
+    summary = evaluate.run_squad(squad_file, tmp_path, fake_config, embedder=HashEmbedder(),
+                                 generator=ScriptedGenerator("الدوحة"), sample=2, seed=1, gold_passage=True)
+    assert summary["name"] == "squad-tiny-goldp" and summary["gold_passage"]
+    records = [json.loads(line) for line in next(tmp_path.glob("squad-tiny-goldp-2*.jsonl")).read_text("utf-8")
+               .splitlines()]
+    asked = [r for r in records if "answer" in r]
+    assert len(asked) == 2
+    for record in asked:  # one passage, the question's own paragraph, whatever retrieval found
+        assert record["passages"] == [record["sources"][0] + "#gold"]
