@@ -24,6 +24,17 @@ def safe(text: object) -> str:
     return _UNSAFE.sub("", str(text))
 
 
+def quoted(citation) -> str:
+    """The cited sentence, safe for the terminal, with the copied span in bold (or between ⟦ ⟧ when not a tty)."""
+    text, start, end = citation.text, citation.span_start, citation.span_end
+    if start is None:
+        return safe(text)
+    before, span, after = (text[: start - citation.start], text[start - citation.start : end - citation.start],
+                           text[end - citation.start :])
+    on, off = ("\033[1;4m", "\033[0m") if sys.stdout.isatty() else ("⟦", "⟧")
+    return f"{safe(before)}{on}{safe(span)}{off}{safe(after)}"
+
+
 def _question(words: list[str]) -> str:
     """The question from the command line, or from stdin when it is '-' (bytes decoded leniently)."""
     if words == ["-"]:
@@ -93,7 +104,8 @@ def cmd_ask(args, config: Config) -> None:
     print(safe(answer.text))
     for c in answer.citations:
         mark = "" if c.supported else "  (غير مؤكد / unsupported)"
-        print(safe(f"  [{c.n}] {c.source} — {c.title} {c.date or ''}{mark}\n      «{c.text}»"))
+        print(safe(f"  [{c.n}] {c.source} — {c.title} {c.date or ''}{mark}"))
+        print(f"      «{quoted(c)}»")
     if answer.refused and answer.passages:
         print(safe("  أقرب المقاطع / closest passages: " + ", ".join(p.chunk.id for p in answer.passages[:3])))
 
