@@ -61,8 +61,8 @@ def cmd_index(args, config: Config) -> None:
     from rag.stores import make_store
 
     store = make_store(config)
-    report = build_index(config.seeds_dir, store, make_embedder(config), config.chunk_size, config.chunk_overlap,
-                         log=lambda msg: print(f"warning: {safe(msg)}", file=sys.stderr))
+    report = build_index(config.seeds_dir, store, lambda: make_embedder(config), config.chunk_size,
+                         config.chunk_overlap, log=lambda msg: print(f"warning: {safe(msg)}", file=sys.stderr))
     print(f"index {store.where}: {report.chunks} chunks ({report.dense}) from "
           f"{len(report.added) + len(report.changed) + len(report.unchanged)} articles in {report.seconds}s; "
           f"added {len(report.added)}, changed {len(report.changed)}, removed {len(report.removed)}, "

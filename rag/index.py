@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -52,13 +53,15 @@ def _previous(store: Store, embedder_id: str, size: int, overlap: int, log) -> d
         return None
 
 
-def build_index(seeds_dir: Path, store: Store, embedder: Embedder, chunk_size: int, chunk_overlap: int,
-                log=print) -> BuildReport:
-    """(Re)build the index from the articles in seeds_dir, embedding only new or changed articles."""
+def build_index(seeds_dir: Path, store: Store, embedder: Embedder | Callable[[], Embedder], chunk_size: int,
+                chunk_overlap: int, log=print) -> BuildReport:
+    """(Re)build the index from the articles in seeds_dir, embedding only new or changed articles. The embedder may
+    be given as a function that loads it: it is then loaded only once the store is known to be writable."""
     started = time.perf_counter()
     if not Path(seeds_dir).is_dir():
         raise RagError(f"articles folder {seeds_dir} does not exist")
-    with store.building():  # checks the store can be written before any embedding work
+    with store.building():  # checks the store can be written before any model loading or embedding work
+        embedder = embedder() if callable(embedder) else embedder
         articles, warnings = load_articles(Path(seeds_dir))
         for warning in warnings:
             log(warning)
