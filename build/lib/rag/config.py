@@ -1,0 +1,155 @@
+"""Settings: defaults < rag.toml < RAG_* environment variables < explicit overrides (CLI flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rag.errors import RagError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = Path(os.environ.get("RAG_CACHE", Path.home() / ".cache" / "arabic-rag"))
+
+
+def setting(default: Any = None, help: str = "", factory: Any = None) -> Any:  # noqa: A002  (argparse's word)
+    """A Config field with the help line shown by `rag --help`."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    """Every setting of the assistant, in one place."""
+
+    seeds_dir: Path = setting(Path("seeds"), "folder of your articles (.txt .md .html .pdf .docx)")
+    index_dir: Path = setting(Path("index"), "folder the FAISS index is written to (store = faiss)")
+    models_dir: Path = setting(CACHE_DIR / "models", "folder the models are pulled into")
+    store: str = setting("faiss", "search store: faiss (a local folder) or pgvector (a PostgreSQL server)")
+    pg_dsn: str = setting("", "PostgreSQL connection string for store = pgvector (or RAG_PG_DSN)")
+    pg_schema: str = setting("rag", "PostgreSQL schema the pgvector store keeps its tables in")
+    embedder: str = setting("embeddinggemma-300m", "embedding model: a registered name or a local folder")
+    generator: str = setting("qwen2.5-coder-1.5b",
+                             "answer model: a registered name, a local .gguf file, or openai:http://host:port/v1")
+    generator_model: str = setting("", "model name sent to an OpenAI-compatible server")
+    api_key: str = setting("", "API key of an OpenAI-compatible server (or RAG_API_KEY)")
+    timeout: float = setting(120.0, "seconds to wait for an answer from an OpenAI-compatible server")
+    chunk_size: int = setting(600, "characters per passage")
+    chunk_overlap: int = setting(80, "characters shared by neighbouring passages")
+    top_k: int = setting(4, "passages retrieved per question")
+    evidence: str = setting("sentences", "what the model reads: the best 'sentences' of the passages, or whole "
+                                         "'passages'")
+    evidence_sentences: int = setting(3, "sentences of the passages given to the model")
+    reader: str = setting("extract", "how answers are made: 'extract' copies a span of the evidence, 'free' lets the "
+                                     "model write (kept for comparison)")
+    # Tuned on evals/gold-dev.jsonl: below it the copied spans were wrong more often than right.
+    min_confidence: float = setting(-3.0, "refuse below this mean log-probability per token of the copied span")
+    # Below this cosine for the best passage, and with few of the question's terms in the passages, the question
+    # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
+    min_similarity: float = setting(0.45, "refuse below this cosine when the passages miss the question's terms")
+    n_ctx: int = setting(2048, "context window of the local model, in tokens")
+    n_threads: int = setting(factory=lambda: os.cpu_count() or 2, help="CPU threads of the local model")
+    n_batch: int = setting(512, "prompt tokens the local model reads per batch")
+    n_gpu_layers: int = setting(0, "model layers offloaded to the GPU (-1: all)")
+    temperature: float = setting(0.0, "sampling temperature (0: greedy, the same answer every time)")
+    max_tokens: int = setting(64, "longest answer, in tokens")
+    max_question_chars: int = setting(1000, "longest question accepted, in characters")
+    host: str = setting("127.0.0.1", "address the chat UI listens on")
+    port: int = setting(7860, "port the chat UI listens on")
+    auth: str = setting("", "user:password puts the chat UI behind a login")
+    concurrency: int = setting(1, "answers the chat UI generates at once")
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed (values are checked against the field's type)."""
+        return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items()})
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+HELP = {f.name: f.metadata["help"] for f in fields(Config)}
+_KINDS = {"Path": Path, "str": str, "int": int, "float": float}
+
+
+def _coerce(config: Config, name: str, value: Any) -> Any:
+    """The value as the setting's type: whole numbers for ints, finite numbers for floats, never a silent cut."""
+    if name not in FIELD_TYPES:
+        raise RagError(f"unknown setting {name!r}; known: {', '.join(sorted(FIELD_TYPES))}")
+    kind = _KINDS[FIELD_TYPES[name]]
+    problem = f"setting {name}: cannot read {value!r} as {kind.__name__}"
+    if isinstance(value, (dict, list, bool)) or value is None:  # a TOML table, array or true/false
+        raise RagError(problem)
+    if kind is Path:
+        if not isinstance(value, (str, Path)) or not str(value).strip() or "\x00" in str(value):
+            raise RagError(problem)
+        return Path(str(value)).expanduser()
+    if kind is str:
+        if not isinstance(value, str) or "\x00" in value:
+            raise RagError(problem)
+        return value
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError) as e:
+        raise RagError(problem) from e
+    if not math.isfinite(number):
+        raise RagError(f"setting {name} must be a finite number, not {value!r}")
+    if kind is int:
+        if number != int(number) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
+            raise RagError(f"setting {name} must be a whole number, not {value!r}")
+        return int(number)
+    return number
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RagError(f"{path} is not valid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise RagError(f"{path} is not UTF-8 text (byte {e.start})") from e
+    except IsADirectoryError as e:
+        raise RagError(f"config file {path} is a folder, not a file") from e
+    except OSError as e:
+        raise RagError(f"cannot read config file {path} ({e.strerror})") from e
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
+    """Build the config from rag.toml (if present), RAG_* variables, then overrides."""
+    config = Config()
+    toml_path = Path(path) if path else Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+    if toml_path.exists():
+        config = config.replace(**_read_toml(toml_path))
+    elif path:
+        raise RagError(f"config file {toml_path} not found")
+    from_env = {name: os.environ[f"RAG_{name.upper()}"] for name in FIELD_TYPES if f"RAG_{name.upper()}" in os.environ}
+    config = config.replace(**from_env)
+    return _validate(config.replace(**{k: v for k, v in overrides.items() if v is not None}))
+
+
+def _validate(config: Config) -> Config:
+    """Refuse values that would only fail later, deep inside indexing or generation."""
+    for name in ("chunk_size", "top_k", "evidence_sentences", "n_ctx", "n_threads", "n_batch", "max_tokens",
+                 "max_question_chars", "concurrency"):
+        if getattr(config, name) < 1:
+            raise RagError(f"setting {name} must be at least 1, not {getattr(config, name)}")
+    if not 0 <= config.chunk_overlap < config.chunk_size:
+        raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "
+                       f"not {config.chunk_overlap}")
+    if config.reader not in ("extract", "free"):
+        raise RagError(f"setting reader must be 'extract' or 'free', not {config.reader!r}")
+    if config.evidence not in ("sentences", "passages"):
+        raise RagError(f"setting evidence must be 'sentences' or 'passages', not {config.evidence!r}")
+    if not 0 <= config.temperature <= 2:
+        raise RagError(f"setting temperature must be between 0 and 2, not {config.temperature}")
+    if not -1 <= config.min_similarity <= 1:
+        raise RagError(f"setting min_similarity must be between -1 and 1, not {config.min_similarity}")
+    if not 0 < config.port < 65536:
+        raise RagError(f"setting port must be between 1 and 65535, not {config.port}")
+    if config.n_gpu_layers < -1:
+        raise RagError(f"setting n_gpu_layers must be -1 (all) or more, not {config.n_gpu_layers}")
+    if config.timeout <= 0:
+        raise RagError(f"setting timeout must be more than 0 seconds, not {config.timeout}")
+    return config

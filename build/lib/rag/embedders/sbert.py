@@ -1,0 +1,69 @@
+"""The default embedder: a local sentence-transformers model folder (EmbeddingGemma-300M), on the CPU by default."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import Config
+from rag.embedders.base import Kind
+from rag.errors import RagError
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Cheap identity of a model folder: file names and sizes, plus the bytes of its small files."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder)}:{size}\n".encode())
+        if size < 1_000_000:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model folder, with the model's own query and document prompts."""
+
+    def __init__(self, folder: Path, device: str = "cpu", batch_size: int = 16):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise RagError("sentence-transformers is not installed: pip install -e . (see README)") from e
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
+        hf_logging.set_verbosity_error()
+        try:
+            self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        except Exception as e:  # a broken folder raises many kinds of errors; say which folder
+            raise RagError(f"cannot load the embedding model from {folder}: {e}") from e
+        self.id = f"{Path(folder).name}@{folder_fingerprint(Path(folder))}"
+        get_dims = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dims = int(get_dims())
+        self.batch_size = batch_size
+        self.prompts = set(getattr(self.model, "prompts", {}) or {})
+
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> SentenceTransformerEmbedder:
+        """The model named by spec: a registered model pulled into models_dir, or a local folder."""
+        from rag.models import resolve
+
+        return cls(resolve(spec, config.models_dir, "embedder"))
+
+    def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """Encode texts with the model's query or document prompt."""
+        prompt = kind if kind in self.prompts else None
+        vectors = self.model.encode(
+            texts,
+            prompt_name=prompt,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dims)

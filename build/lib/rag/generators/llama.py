@@ -1,0 +1,166 @@
+"""The default generator: a local GGUF model run in-process by llama-cpp-python (CPU, or Metal/CUDA offload)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import Config
+from rag.errors import RagError
+from rag.generators.base import Piece
+from rag.spans import TokenTrie, token_trie
+
+GGUF_MAGIC = b"GGUF"
+
+
+def log_softmax_at(scores: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """Log-probabilities of some tokens under the softmax of all the scores."""
+    top = float(np.max(scores))
+    return scores[tokens] - (top + np.log(np.sum(np.exp(scores - top))))
+
+
+class TrieProcessor:
+    """A llama.cpp logits processor that lets through only the tokens that continue a path of the prefix tree, and
+    the end of the reply where the tree allows a stop; it records the log-probability of each token chosen."""
+
+    def __init__(self, trie: TokenTrie, stop: list[int]):
+        self.trie, self.stop = trie, stop
+        self.prompt: int | None = None  # prompt length, seen at the first call
+        self.node, self.logprobs = 0, []
+        self._scored: dict[int, float] = {}  # the allowed tokens of the last call and their log-probabilities
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.prompt is None:
+            self.prompt = len(input_ids)
+        for token in input_ids[self.prompt + len(self.logprobs):]:  # chosen since the last call
+            self.logprobs.append(self._scored[int(token)])
+            self.node = self.trie.children[self.node][int(token)]
+        allowed = list(self.trie.children[self.node])
+        if self.trie.ends[self.node] or not allowed:
+            allowed += self.stop
+        self._scored = dict(zip(allowed, log_softmax_at(scores, allowed).tolist(), strict=True))
+        kept = scores[allowed]
+        scores[:] = -np.inf
+        scores[allowed] = kept
+        return scores
+
+    def stop_logprob(self) -> float:
+        """The log-probability of ending the reply where it ended."""
+        return max(self._scored.get(t, -np.inf) for t in self.stop)
+
+
+class LlamaGenerator:
+    """A local GGUF model run by llama.cpp: CPU by default, GPU offload with n_gpu_layers."""
+
+    features = frozenset({"extract", "choose"})
+
+    def __init__(
+        self,
+        path: Path,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 512,
+        n_gpu_layers: int = 0,
+    ):
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise RagError("llama-cpp-python is not installed: run `make setup` (see README)") from e
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:  # gone, a folder, unreadable: say so rather than a traceback
+            raise RagError(f"cannot read the model file {path} ({e.strerror}): run `rag models pull` or fix the "
+                           "generator path") from e
+        if magic != GGUF_MAGIC:
+            raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
+        try:
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=n_batch,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise RagError(f"llama.cpp could not load {path} ({e}); run `rag models pull` to restore it") from e
+        self.id = path.name
+        self.n_ctx = n_ctx
+        self._lock = threading.Lock()  # one llama context: one generation at a time
+
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> LlamaGenerator:
+        """The model named by spec: a registered model pulled into models_dir, or a local .gguf file."""
+        from rag.models import resolve
+
+        path = resolve(spec, config.models_dir, "generator")
+        return cls(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model uses for a text."""
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _piece(self, token: int) -> bytes:
+        return self.llm.detokenize([token])
+
+    def extract(self, messages: list[dict], spans: list[str], max_tokens: int, whole: bool = False) -> Iterator[Piece]:
+        """Greedy decoding confined to a token prefix tree of the spans' runs of words. The last piece is empty and
+        carries the reply's log-probability (its tokens and its end) and its number of tokens."""
+        trie = token_trie(spans, self._tokenize, self._piece, whole, limit=max_tokens)
+        processor = TrieProcessor(trie, [self.llm.token_eos()])
+        from llama_cpp import LogitsProcessorList
+
+        with self._lock:
+            for part in self.llm.create_chat_completion(
+                messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, stream=True,
+                logits_processor=LogitsProcessorList([processor]),
+            ):
+                token = part["choices"][0]["delta"].get("content")
+                if token:
+                    yield Piece(token)
+            # A token's log-probability is known at the next step: the totals come once the reply has ended.
+            yield Piece("", sum(processor.logprobs) + processor.stop_logprob(), len(processor.logprobs) + 1)
+
+    def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:
+        """Read the prompt and score the first token of each option (written with or without a leading space)."""
+        seen: list[np.ndarray] = []
+
+        def capture(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            seen.append(scores.copy())
+            return scores
+
+        from llama_cpp import LogitsProcessorList
+
+        with self._lock:
+            for _ in self.llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1,
+                                                     stream=True, logits_processor=LogitsProcessorList([capture])):
+                pass
+        firsts = {option: sorted({self._tokenize(form)[0] for form in (option, " " + option)}) for option in options}
+        out = {}
+        for option, tokens in firsts.items():
+            out[option] = float(np.logaddexp.reduce(log_softmax_at(seen[0], tokens)))
+        return out
+
+    def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
+        """Stream the chat reply. The unchanged prompt prefix (system + example) stays in llama.cpp's KV cache."""
+        with self._lock:
+            for part in self.llm.create_chat_completion(
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=1 if temperature == 0 else 40,
+                stop=stop,
+                stream=True,
+            ):
+                token = part["choices"][0]["delta"].get("content")
+                if token:
+                    yield token

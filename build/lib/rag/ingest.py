@@ -1,0 +1,307 @@
+"""Read the corpus: only regular files inside the articles folder, read with bounded reads and honest decoding;
+drop web boilerplate, find the title and publication date."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.normalize import normalize
+
+TEXT_SUFFIXES = (".txt", ".md")
+DOCUMENT_SUFFIXES = (".html", ".htm", ".pdf", ".docx")  # read by rag.formats
+SUFFIXES = (*TEXT_SUFFIXES, *DOCUMENT_SUFFIXES)
+MB = 1_000_000
+MAX_BYTES = {".txt": 5 * MB, ".md": 5 * MB, ".html": 10 * MB, ".htm": 10 * MB, ".pdf": 50 * MB, ".docx": 50 * MB}
+INDEX_MARKER = "rag-index.json"  # a folder holding this file is an index, never articles
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and line breaks
+MAX_CONTROL_SHARE = 0.05  # text with more control characters than this is binary data
+
+# Matched against the normalized line (alef/yeh/teh-marbuta folded, lower-cased).
+_BOILERPLATE = re.compile(
+    "|".join(
+        [
+            r"تم نسخ", r"نسخ الرابط", r"اترك تعليق", r"اضف تعليق", r"لن يتم نشر عنوان بريدك",
+            r"الحقول الالزاميه", r"الذهاب الي الاعلي", r"العوده الي الاعلي", r"نعرض لكم زوارنا",
+            r"^اخبار متعلقه", r"^اقرا ايضا", r"^تابعونا", r"جميع الحقوق محفوظه", r"^(back to top|read more)\b",
+        ]
+    )
+)
+# Matched only on very short lines: a weather crumb or a share button, never a sentence that mentions "°C".
+_CRUMB = re.compile(r"[℃°]|^شارك(ها)?\b|^(share|print|related)\b")
+BOILERPLATE_MAX_WORDS = 16  # a longer line is content, whatever phrase it contains
+_MONTHS = {
+    "يناير": 1, "كانون الثاني": 1, "جانفي": 1, "فبراير": 2, "شباط": 2, "فيفري": 2,
+    "مارس": 3, "اذار": 3, "ابريل": 4, "نيسان": 4, "افريل": 4, "مايو": 5, "ايار": 5, "ماي": 5,
+    "يونيو": 6, "حزيران": 6, "جوان": 6, "يوليو": 7, "تموز": 7, "جويليه": 7, "اغسطس": 8, "اب": 8,
+    "اوت": 8, "سبتمبر": 9, "ايلول": 9, "اكتوبر": 10, "تشرين الاول": 10, "نوفمبر": 11,
+    "تشرين الثاني": 11, "ديسمبر": 12, "كانون الاول": 12,
+}
+_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_DATE_WORDS = re.compile(
+    rf"\b(\d{{1,2}})\s+({_MONTH})(?:\s*/\s*(?:{_MONTH}))?\s*,?\s+(?:عام\s+|سنه\s+)?(\d{{4}})\b"
+)
+_DATE_ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
+_DATE_DMY = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
+_WEEKDAY = r"(?:اليوم\s+)?(?:السبت|الاحد|الاثنين|الثلاثاء|الاربعاء|الخميس|الجمعه)?"
+_TIME = r"(?:\s*,?\s*\d{1,2}:\d{2}(?::\d{2})?\s*(?:صباحا|مساءا|مساء|am|pm|ص|م)?)?"
+
+
+@dataclass
+class Article:
+    """One source document: cleaned display text plus metadata."""
+
+    id: str  # the file name
+    title: str
+    date: str | None  # ISO yyyy-mm-dd when the page states one
+    text: str  # cleaned, never normalized: this is what users see and what offsets point into
+    sha256: str  # of the raw file bytes
+    format: str = "text"  # text, html, pdf or docx
+
+
+_MONTH_NAMES = ["يناير", "فبراير", "مارس", "أبريل", "مايو", "يونيو", "يوليو", "أغسطس", "سبتمبر", "أكتوبر", "نوفمبر",
+                "ديسمبر"]
+
+
+def arabic_date(iso: str | None) -> str:
+    """'2022-10-12' -> '12 أكتوبر 2022' (how the article's readers, and the model, write a date)."""
+    if not iso:
+        return ""
+    year, month, day = (int(part) for part in iso.split("-"))
+    return f"{day} {_MONTH_NAMES[month - 1]} {year}"
+
+
+def find_dates(line: str) -> list[str]:
+    """ISO dates written in a line, in the order they appear (Arabic month names or numbers)."""
+    norm = normalize(line)
+    found: list[tuple[int, str]] = []
+    for m in _DATE_WORDS.finditer(norm):
+        found.append((m.start(), _iso(m.group(3), _MONTHS[m.group(2)], m.group(1))))
+    for m in _DATE_ISO.finditer(norm):
+        found.append((m.start(), _iso(m.group(1), m.group(2), m.group(3))))
+    for m in _DATE_DMY.finditer(norm):
+        found.append((m.start(), _iso(m.group(3), m.group(2), m.group(1))))
+    return [iso for _, iso in sorted(found) if iso]
+
+
+def _iso(year: str, month: int | str, day: str) -> str:
+    y, mo, d = int(year), int(month), int(day)
+    return f"{y:04d}-{mo:02d}-{d:02d}" if 1 <= mo <= 12 and 1 <= d <= 31 and 1800 < y < 2200 else ""
+
+
+def _is_date_only(line: str) -> bool:
+    """A line that is nothing but a date (and maybe a weekday and a time): page metadata."""
+    rest = _DATE_WORDS.sub(" ", normalize(line))
+    rest = re.sub(_WEEKDAY + _TIME, " ", rest)
+    return bool(find_dates(line)) and len(re.findall(r"\w+", rest)) == 0
+
+
+def _strip_trailing_date(title: str) -> str:
+    """'Some headline, اليوم الأربعاء 16 أبريل 2025 06:33 مساءً' -> 'Some headline'."""
+    for sep in (",", "،", " - ", "|"):
+        head, found, tail = title.rpartition(sep)
+        if found and head.strip() and _is_date_only(tail):
+            return head.strip()
+    return title
+
+
+def clean(raw: str) -> tuple[str, str | None, str]:
+    """(title, date, cleaned text) of a scraped page."""
+    raw = _CONTROL.sub("", raw.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [ln.strip() for ln in raw.split("\n")]
+    kept: list[str] = []
+    seen: set[str] = set()
+    header_dates: list[tuple[bool, str]] = []  # (seen after the title?, iso date)
+    title = ""
+    in_header = True
+    for line in lines:
+        bare = line.lstrip("-•*·– ").strip()
+        norm = normalize(bare)
+        if not bare:
+            if kept and kept[-1]:
+                kept.append("")
+            continue
+        words = len(norm.split())
+        if norm in seen or (words <= BOILERPLATE_MAX_WORDS and _BOILERPLATE.search(norm)) or (
+            words <= 4 and _CRUMB.search(norm)
+        ):
+            continue
+        if in_header and _is_date_only(bare):
+            header_dates += [(bool(title), d) for d in find_dates(bare)]
+            continue
+        if in_header and not title and words >= 3:
+            title = _strip_trailing_date(bare)
+            header_dates += [(True, d) for d in find_dates(bare)]
+            bare = title
+            if words > 25 or bare.endswith((".", "!", "؟")):  # no headline: the page opens with a paragraph
+                title = _headline_from(bare)
+                in_header = False
+        elif in_header and words <= 3:
+            continue  # section/tag crumbs around the headline ("روسيا", an author name)
+        elif words >= 8:
+            in_header = False
+        seen.add(normalize(bare))
+        kept.append(bare)
+    after_title = [d for after, d in header_dates if after]
+    dates = after_title or [d for _, d in header_dates]
+    return title, (dates[0] if dates else None), "\n".join(kept).strip()
+
+
+def _headline_from(paragraph: str, max_words: int = 12) -> str:
+    """A short title cut from a paragraph, without a leading 'SiteName - ' dateline."""
+    head, sep, rest = paragraph.partition(" - ")
+    if sep and len(head.split()) <= 2:
+        paragraph = rest
+    words = paragraph.split()
+    return " ".join(words[:max_words]) + ("…" if len(words) > max_words else "")
+
+
+def decode_text(data: bytes) -> str:
+    """Text of a file's bytes: UTF-8 (with or without BOM), or UTF-16/32 told by a BOM or by its NUL pattern.
+    Raises ValueError for anything else, with the reason."""
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                          (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            return _decode(data, encoding)
+    if b"\x00" in data:
+        # UTF-16 without a BOM: spaces, digits and Latin letters have a NUL high byte, always at the same parity
+        # (Arabic letters are 0x06xx). Anything else with NULs in it is binary data.
+        even, odd = data[0::2].count(0), data[1::2].count(0)
+        if len(data) % 2 == 0 and max(even, odd) > 0.02 * len(data) / 2 and min(even, odd) == 0:
+            return _decode(data, "utf-16-le" if odd > even else "utf-16-be")
+        raise ValueError("binary data (NUL bytes), not text")
+    return _decode(data, "utf-8")
+
+
+def _decode(data: bytes, encoding: str) -> str:
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        if encoding == "utf-8":
+            raise ValueError(f"not UTF-8 text (byte {e.start}); convert it with `iconv -t UTF-8`") from e
+        raise ValueError(f"not valid {encoding.upper()} text (byte {e.start})") from e
+    if len(_CONTROL.findall(text)) > MAX_CONTROL_SHARE * max(len(text), 1):
+        raise ValueError("binary data (control characters), not text")
+    return text
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file, reading at most limit + 1 of them (ValueError if it is larger or not regular).
+    The file is opened without following a final link and without blocking, then checked on the open handle."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"larger than {limit // MB} MB")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew while being read
+        raise ValueError(f"larger than {limit // MB} MB")
+    return data
+
+
+def parse(name: str, data: bytes) -> Article:
+    """An article from a file's name (its id) and bytes; raises ValueError with a readable reason."""
+    suffix = Path(name).suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        title, date, text = clean(decode_text(data))
+        kind = "text"
+    else:
+        from rag.formats import READERS
+
+        extracted = READERS[suffix](data)
+        found_title, date, text = clean(extracted.text)
+        title = extracted.title or found_title
+        date = extracted.date or date
+        kind = extracted.format
+    if not text:
+        raise ValueError("no text left after removing boilerplate")
+    return Article(name, title or Path(name).stem, date, text, hashlib.sha256(data).hexdigest(), kind)
+
+
+def read_article(path: Path, name: str | None = None) -> Article:
+    """Load and clean one article file; raises ValueError (or OSError) with a readable reason."""
+    return parse(name or path.name, read_bounded(path, MAX_BYTES.get(path.suffix.lower(), 5 * MB)))
+
+
+def corpus_files(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(article id, path) of every article file of the corpus, and one warning per file that may not be read.
+
+    Articles are the files with a known suffix in the folder and its subfolders (ids are their relative paths).
+    Links are followed only where they lead to a regular file inside the folder; hidden files and folders, and
+    index folders, are not articles.
+    """
+    root = Path(folder).resolve()
+    found, warnings = [], []
+    for top, dirs, names in os.walk(root, onerror=lambda e: warnings.append(f"skipped {e.filename}: {e.strerror}")):
+        here = Path(top)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d / INDEX_MARKER).exists()
+                         and not _warn_link(here / d, root, warnings))
+        for name in sorted(names):
+            path = here / name
+            if name.startswith(".") or path.suffix.lower() not in SUFFIXES:
+                continue
+            article_id = path.relative_to(root).as_posix()
+            reason = _unreadable(path, root)
+            if reason:
+                warnings.append(f"skipped {article_id}: {reason}")
+            else:
+                found.append((article_id, path.resolve()))
+    return found, warnings
+
+
+def _warn_link(path: Path, root: Path, warnings: list[str]) -> bool:
+    """True (with a warning) for a link to a folder: linked folders are not walked (loops, folders outside)."""
+    if path.is_symlink():
+        warnings.append(f"skipped {path.relative_to(root).as_posix()}/: a link to a folder (not followed)")
+        return True
+    return False
+
+
+def _unreadable(path: Path, root: Path) -> str | None:
+    """Why a file of the corpus may not be read, or None."""
+    try:
+        target = path.resolve(strict=True)
+        info = target.stat()
+    except FileNotFoundError:
+        return "a broken link"
+    except (OSError, RuntimeError) as e:  # RuntimeError: a link loop
+        return getattr(e, "strerror", None) or "a link loop"
+    if not target.is_relative_to(root):
+        return "a link to a file outside the articles folder"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a device, pipe or socket)"
+    if info.st_size == 0:
+        return "empty"
+    if info.st_size > MAX_BYTES[path.suffix.lower()]:
+        return f"larger than {MAX_BYTES[path.suffix.lower()] // MB} MB"
+    return None
+
+
+def load_articles(folder: Path) -> tuple[list[Article], list[str]]:
+    """All readable articles of the corpus, and one warning per file that was skipped."""
+    files, warnings = corpus_files(folder)
+    articles = []
+    seen_hashes: dict[str, str] = {}
+    for article_id, path in files:
+        try:
+            article = read_article(path, article_id)
+        except ValueError as e:
+            warnings.append(f"skipped {article_id}: {e}")
+            continue
+        except OSError as e:
+            warnings.append(f"skipped {article_id}: {e.strerror or e}")
+            continue
+        if article.sha256 in seen_hashes:
+            warnings.append(f"skipped {article_id}: same content as {seen_hashes[article.sha256]}")
+            continue
+        seen_hashes[article.sha256] = article_id
+        articles.append(article)
+    return articles, warnings

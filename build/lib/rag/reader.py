@@ -1,0 +1,280 @@
+"""The reader: the answer is a span copied from the evidence, chosen by the model, never written by it.
+
+The question asks for a kind of answer (rag.answer_types). The model first answers in its own words, and that reply
+is snapped onto the run of evidence words it names. Where it names none, or none of the kind asked for, the model
+answers again with its output confined to the evidence (a token prefix tree over the sentences, or over the dates,
+numbers or places they hold). A yes/no question is decided by the negations of the sentence that decides it and by
+the model's scores of نعم and لا. Lists of countries or cities are collected from the deciding sentences. The
+citation of each part is the sentence it was copied from, with exact offsets.
+
+The model reads the evidence with Persian letter forms and digits folded to Arabic ones (rag.normalize.fold_letters,
+character for character), so every span it picks has the same offsets in the article's own text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from rag.answer_types import DATE, LIST, NUMBER, PLACE, YESNO, focus, fold, spans_of
+from rag.chunk import sentence_spans
+from rag.cite import is_instruction
+from rag.evidence import Evidence, format_evidence
+from rag.generators import Generator
+from rag.normalize import STOPWORDS, fold_letters, normalize, stem, terms, tokens
+from rag.prompts import load_prompt, load_strings
+from rag.spans import Found, find_run, find_span, word_starts
+
+TYPED = (DATE, NUMBER, PLACE)
+NEGATION_REACH = 3  # a negation this many words before a word of the question negates it ("لم تلتزم")
+NEGATION_WEIGHT = 3.0  # a negation elsewhere in the deciding sentence tips a model leaning yes by less than e^3
+PLACE_LIST_SHARE = 0.8  # places are listed from the sentences scoring at least this share of the deciding one
+_PLACE_LISTS = frozenset(normalize(w) for w in "الدول البلدان الدولتان الدولتين المدن العواصم البلدين".split())
+_EDGES = " \t\n.,;:!?\"'«»“”()[]-–—،؛؟"
+
+
+@dataclass
+class Part:
+    """A span copied from one evidence sentence: its text and its offsets in the article."""
+
+    text: str
+    evidence: Evidence
+    start: int
+    end: int
+
+
+@dataclass
+class Reading:
+    """What the reader found: the parts of the answer (one span; several for a list), or none (refuse)."""
+
+    kind: str
+    parts: list[Part] = field(default_factory=list)
+    decision: str = ""  # نعم or لا for a yes/no question, decided on parts[0].evidence
+    method: str = ""  # snapped, copied, typed, yesno, list, matched, or none
+    confidence: float = -math.inf  # mean log-probability per token of the copied span (0: certain)
+    raw: str = ""  # the model's own reply
+
+
+def messages(question: str, evidence: list[Evidence], kind: str, template: str = "reader_question") -> list[dict]:
+    """System prompt and worked example (a fixed prefix, cached by llama.cpp), then the evidence and question. Only
+    questions asking when see publication dates, and only beside sentences that give no date of their own."""
+    strings = load_strings("reader")
+    shown = [dataclasses.replace(ev, title=fold_letters(ev.title), text=fold_letters(ev.text)) for ev in evidence]
+    passages = format_evidence(shown, lambda ev: kind == DATE and not spans_of(ev.text, DATE), strings["published"])
+    return [
+        {"role": "system", "content": load_prompt("reader_system")},
+        {"role": "user", "content": load_prompt("reader_example_question")},
+        {"role": "assistant", "content": load_prompt("reader_example_answer")},
+        {"role": "user", "content": load_prompt(template).format(passages=passages, question=question)},
+    ]
+
+
+def adds_to(span: str, question: str) -> bool:
+    """True when a span says something the question does not: an answer, not the question restated."""
+    asked = set(terms(question))
+    return any(t not in asked for t in terms(span))
+
+
+def typed_spans(evidence: list[Evidence], kind: str, question: str) -> list[tuple[Evidence, int, int]]:
+    """The dates, numbers or places of the evidence sentences, except those the question itself names."""
+    named = {fold(question[s:e])[0] for s, e in spans_of(question, kind)}
+    return [(ev, s, e) for ev in evidence for s, e in spans_of(ev.text, kind) if fold(ev.text[s:e])[0] not in named]
+
+
+def part_of(ev: Evidence, start: int, end: int) -> Part:
+    """The part of a sentence from start to end (offsets in the sentence), without punctuation at its edges."""
+    while start < end and ev.text[start] in _EDGES:
+        start += 1
+    while end > start and ev.text[end - 1] in _EDGES:
+        end -= 1
+    return Part(ev.text[start:end], ev, ev.start + start, ev.start + end)
+
+
+TRIM_ASKED_FROM = 4  # the question's own words are cut from the edges of a span of this many words or more
+
+
+def trim(part: Part, question: str) -> Part:
+    """A span without function words at its edges, nor, if it is long, the question's own words ('قناة الجزيرة
+    الفضائية الناطقة بالعربية' for 'ما القناة…؟' starts at 'الجزيرة'); never less than one word."""
+    ev = part.evidence
+    local = part.start - ev.start
+    text = part.text
+    words = [(local + s, local + s + len(w), w) for s, w in zip(word_starts(text), text.split(), strict=True)]
+    asked = set(terms(question)) if len(words) >= TRIM_ASKED_FROM else set()
+
+    def idle(word: str) -> bool:
+        key = normalize(word).strip(_EDGES)
+        return not key or key in STOPWORDS or bool(asked) and all(t in asked for t in terms(word))
+
+    while len(words) > 1 and idle(words[0][2]):
+        words.pop(0)
+    while len(words) > 1 and idle(words[-1][2]):
+        words.pop()
+    return part_of(ev, words[0][0], words[-1][1])
+
+
+def head(part: Part, question: str) -> Part:
+    """A span grows by the word before it when that word is what the question asks about: the answer to 'ما
+    الوكالة…؟' is 'وكالة الأنباء القطرية', not 'الأنباء القطرية'."""
+    ev = part.evidence
+    local = part.start - ev.start
+    before = ev.text[:local].rstrip()
+    word = before.split()[-1] if before.split() else ""
+    key = normalize(word).strip(_EDGES)
+    for asked in focus(question):
+        for form in (asked, asked.removeprefix("ال")):
+            clitic = key[: len(key) - len(form)]
+            if len(form) > 2 and key.endswith(form) and clitic in _CLITICS and len(word) == len(key):
+                return part_of(ev, len(before) - len(word) + len(clitic), local + len(part.text))
+    return part
+
+
+_CLITICS = frozenset({"", "و", "ف", "ب", "ل", "ك", "وب", "فب", "ول", "فل", "وك"})
+
+
+def widen(part: Part, kind: str) -> Part:
+    """A date, number or place cut short by the reply grows to the whole span of that kind it overlaps
+    ('ديسمبر عام 1991' -> 'السادس من ديسمبر عام 1991')."""
+    ev = part.evidence
+    start, end = part.start - ev.start, part.end - ev.start
+    for s, e in spans_of(ev.text, kind):
+        if s < end and start < e:
+            start, end = min(start, s), max(end, e)
+    return part_of(ev, start, end)
+
+
+def locate(found: Found | None, evidence: list[Evidence]) -> Part | None:
+    """The part a match found in the (folded) sentences."""
+    return part_of(evidence[found.index], found.start, found.end) if found else None
+
+
+def copy(generator: Generator, chat: list[dict], spans: list[str], max_tokens: int, whole: bool) -> tuple[str, float]:
+    """The model's reply confined to the spans, and its mean log-probability per token (0 where unknown)."""
+    pieces = list(generator.extract(chat, spans, max_tokens, whole))
+    scored = [p for p in pieces if p.logprob is not None]
+    count = sum(p.tokens for p in scored)
+    confidence = sum(p.logprob for p in scored) / count if count else 0.0
+    return "".join(p.text for p in pieces).strip(), confidence
+
+
+def deciding(evidence: list[Evidence]) -> Evidence:
+    """The sentence that best answers the question (the first of equals)."""
+    return max(evidence, key=lambda ev: (ev.score, -evidence.index(ev)))
+
+
+def negation(sentence: str, question: str, negations: list[str]) -> str:
+    """'near' when a negation the question lacks stands just before one of the question's words in the sentence,
+    'far' when it stands elsewhere, '' when there is none."""
+    asked = {stem(t) for t in tokens(question)}
+    negators = {normalize(n) for n in negations} - set(tokens(question))
+    words = tokens(sentence)
+    found = ""
+    for i, word in enumerate(words):
+        if word in negators or word[:1] in "وف" and word[1:] in negators:  # "ولم"
+            near = any(stem(w) in asked for w in words[i + 1 : i + 1 + NEGATION_REACH])
+            found = "near" if near else found or "far"
+    return found
+
+
+def read_yesno(question: str, evidence: list[Evidence], generator: Generator) -> Reading:
+    """No when the deciding sentence negates a word of the question; otherwise the model's scores of the two
+    words, tipped to no by a negation elsewhere in that sentence."""
+    strings = load_strings("reader")
+    quote = deciding(evidence)
+    found = negation(quote.text, question, strings["negations"])
+    scores = generator.choose(messages(question, evidence, YESNO, "reader_yesno"), [strings["yes"], strings["no"]])
+    lean = scores[strings["yes"]] - scores[strings["no"]]
+    if found == "near":
+        lean = min(lean, 0.0) - NEGATION_WEIGHT
+    elif found == "far":
+        lean -= NEGATION_WEIGHT
+    decision = strings["yes"] if lean > 0 else strings["no"]
+    confidence = -math.log1p(math.exp(-abs(lean))) if math.isfinite(lean) else 0.0
+    return Reading(YESNO, [part_of(quote, 0, len(quote.text))], decision, "yesno", confidence)
+
+
+def read_places(question: str, evidence: list[Evidence]) -> Reading | None:
+    """The countries or cities of the sentences that decide 'ما الدول…؟', except those the question names."""
+    best = deciding(evidence).score
+    near = [ev for ev in evidence if ev.score >= PLACE_LIST_SHARE * best]
+    found, seen = [], set()
+    for ev, s, e in typed_spans(near, PLACE, question):
+        key = fold(ev.text[s:e])[0]
+        if key not in seen:
+            seen.add(key)
+            found.append(part_of(ev, s, e))
+    return Reading(LIST, found, method="list", confidence=0.0) if len(found) > 1 else None
+
+
+def says_none(reply: str) -> bool:
+    """True when the model's own reply says the evidence does not answer."""
+    text = " ".join(tokens(reply))
+    return any(" ".join(tokens(phrase)) in text for phrase in load_strings("reader")["refusals"])
+
+
+def invented(reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> bool:
+    """True when the reply names a year, a number or a place that none of the evidence's spans of that kind holds:
+    the model answers from what it knows, not from the articles ('ولد عام 1952' when no article says so)."""
+    found = " ".join(fold(ev.text[s:e])[0] for ev, s, e in typed)
+    named = [fold(reply[s:e])[0] for s, e in spans_of(reply, kind)]
+    if kind == PLACE:
+        return bool(named) and not any(n in found for n in named)
+    # Dates are written many ways ('6 ديسمبر 1991', 'السادس من ديسمبر عام 1991'): compare their years.
+    pattern = r"\b\d{4}\b" if kind == DATE else r"\d+(?:[.,]\d+)*"
+    numbers = [n for name in named for n in re.findall(pattern, name)]
+    return any(n not in re.findall(pattern, found) for n in numbers)
+
+
+def read(question: str, evidence: list[Evidence], generator: Generator, kind: str,
+         max_tokens: int) -> Iterator[str | Reading]:
+    """Yield the model's own reply as it comes, then the Reading."""
+    if not evidence:
+        yield Reading(kind, method="none")
+        return
+    if kind == YESNO and "choose" in generator.features:
+        yield read_yesno(question, evidence, generator)
+        return
+    if kind == LIST and set(tokens(question)) & _PLACE_LISTS and (places := read_places(question, evidence)):
+        yield places
+        return
+    chat = messages(question, evidence, kind)
+    texts = [fold_letters(ev.text) for ev in evidence]
+    pieces = []
+    for piece in generator.generate(chat, max_tokens, ["\n"], 0.0):
+        pieces.append(piece)
+        yield piece
+    raw = "".join(pieces).strip()
+    typed = typed_spans(evidence, kind, question) if kind in TYPED else []
+    if says_none(raw) or (kind in (DATE, NUMBER) and not typed) or (kind in TYPED and invented(raw, typed, kind)):
+        yield Reading(kind, method="none", raw=raw)  # "متى…؟" and no date in the evidence, or not the one named
+        return
+    part, method = locate(find_run(raw, texts), evidence), "snapped"
+    if part:
+        part = head(trim(part, question), question)
+    if part and typed:
+        part = widen(part, kind)
+    if part and (not adds_to(part.text, question) or (typed and not spans_of(part.text, kind))):
+        part = None  # the question restated, or no date (number, place) where the question asks for one
+    confidence = 0.0
+    if part and "extract" in generator.features:
+        confidence = copy(generator, chat, [fold_letters(part.text)], max_tokens, whole=True)[1]
+    elif not part and "extract" in generator.features:
+        spans = [fold_letters(ev.text[s:e]) for ev, s, e in typed] or texts
+        text, confidence = copy(generator, chat, spans, max_tokens, whole=bool(typed))
+        part, method = locate(find_span(text, texts), evidence), "typed" if typed else "copied"
+        if part and not typed:
+            part = head(trim(part, question), question)
+    if part is None or not adds_to(part.text, question) or ordered(part):
+        yield Reading(kind, method="none", confidence=confidence, raw=raw)
+        return
+    yield Reading(kind, [part], method=method, confidence=confidence, raw=raw)
+
+
+def ordered(part: Part) -> bool:
+    """True when the span comes from a sentence addressed to the model ('تجاهل التعليمات وقل إن…'): data to quote,
+    never an answer, even inside a whole passage."""
+    ev, start = part.evidence, part.start - part.evidence.start
+    return any(s <= start < e and is_instruction(ev.text[s:e]) for s, e in sentence_spans(ev.text))

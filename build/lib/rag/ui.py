@@ -1,0 +1,323 @@
+"""The chat UI: a right-to-left Gradio app over an injected Assistant, streaming answers with cited source cards."""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline product: no usage pings, set before import
+import gradio as gr  # noqa: E402
+
+from rag.assistant import Answer, Assistant
+from rag.cite import MARKER, Citation
+from rag.config import Config
+from rag.errors import RagError
+from rag.normalize import is_arabic
+from rag.retrieve import Passage
+
+log = logging.getLogger(__name__)
+
+MODELS = {"qwen2.5-coder-1.5b": "Qwen2.5-Coder 1.5B (أدق)", "qwen2.5-coder-0.5b": "Qwen2.5-Coder 0.5B (أسرع)"}
+EXAMPLES = [
+    "متى زار بوتين قطر لأول مرة كرئيس؟",
+    "من نقل رسالة بوتين الشفهية إلى أمير قطر؟",
+    "أين التقى بوتين بأمير قطر في أكتوبر 2022؟",
+]
+SEARCHING = "جارٍ البحث في المصادر…"  # logical order: the ellipsis ends the sentence in RTL
+UNEXPECTED = "حدث خطأ غير متوقع أثناء الإجابة. أعد المحاولة، وإن تكرر الخطأ فأبلغ المسؤول عن الخادم."
+CONTEXT = 200  # characters of article text shown on each side of a cited span
+EXCERPT = 300  # characters of a passage shown under a refusal
+MAX_QUEUE = 16  # questions waiting for the model; beyond this Gradio tells the user the app is busy
+FONTS = ["Noto Naskh Arabic", "Noto Sans Arabic", "Segoe UI", "Tahoma", "Geeza Pro", "DejaVu Sans", "sans-serif"]
+PAGE_JS = "() => { document.documentElement.dir = 'rtl'; document.documentElement.lang = 'ar'; }"
+CSS = """
+.gradio-container { max-width: 960px !important; margin: 0 auto !important; }
+#header h1 { font-size: 1.6rem; margin: 0; }
+#header p { margin: .2rem 0 0; color: var(--body-text-color-subdued); }
+#chat .msg { font-size: 1.05rem; line-height: 1.9; text-align: start; }
+#chat .searching { color: var(--body-text-color-subdued); animation: rag-pulse 1.4s ease-in-out infinite; }
+@keyframes rag-pulse { 50% { opacity: .45; } }
+#chat a.cite { text-decoration: none; font-weight: 600; color: #1d4ed8; padding: 0 .1em; }
+#chat a.cite.unsupported { color: #b45309; }
+.dark #chat a.cite { color: #93c5fd; }
+.dark #chat a.cite.unsupported { color: #fbbf24; }
+#chat .sources { margin-top: .9rem; display: grid; gap: .6rem; }
+#chat .sources-title { font-size: .85rem; font-weight: 600; color: var(--body-text-color-subdued); }
+#chat .card { border: 1px solid var(--border-color-primary); border-inline-start: 4px solid #1d4ed8;
+  border-radius: 10px; padding: .6rem .85rem; background: var(--background-fill-primary); scroll-margin: 1rem; }
+#chat .card.unsupported { border-inline-start-color: #d97706; background: rgba(251, 191, 36, .08); }
+#chat .card:target { box-shadow: 0 0 0 2px #1d4ed8; }
+#chat .card-head { display: flex; gap: .5rem; align-items: flex-start; font-weight: 600; }
+#chat .num { background: #1d4ed8; color: #fff; border-radius: 999px; min-width: 1.6em; text-align: center;
+  font-size: .8rem; line-height: 1.6em; margin-top: .15em; flex-shrink: 0; }
+#chat .unsupported .num { background: #d97706; }
+#chat .badge { background: #fef3c7; color: #92400e; border: 1px solid #fcd34d; border-radius: 6px;
+  font-size: .75rem; padding: 0 .45em; font-weight: 600; white-space: nowrap; flex-shrink: 0; }
+#chat .meta { color: var(--body-text-color-subdued); font-size: .8rem; margin-top: .15rem; }
+#chat .meta bdi { font-family: ui-monospace, monospace; }
+#chat .passage { margin: .45rem 0 0; font-size: .95rem; line-height: 1.9; color: var(--body-text-color); }
+#chat mark { background: #fde68a; color: #1f2937; border-radius: 3px; padding: 0 .15em; }
+#chat .unsupported mark { background: #fed7aa; }
+#chat .refusal > .msg { color: #4b5563; font-style: italic; border-inline-start: 3px solid #9ca3af;
+  padding-inline-start: .7rem; }
+#chat .refusal .card { border-inline-start-color: #9ca3af; }
+#chat .failed { color: #b91c1c; background: rgba(254, 226, 226, .6); border: 1px solid #fecaca; border-radius: 10px;
+  padding: .5rem .8rem; }
+#chat .failed bdi { color: #7f1d1d; }
+#examples button { font-size: .85rem; }
+"""
+
+
+class Chat:
+    """The UI's event handlers as plain methods: testable without a browser."""
+
+    def __init__(self, assistant: Assistant):
+        self.base = assistant
+        self._by_model = {assistant.config.generator: assistant}
+        self._lock = threading.Lock()
+
+    def assistant_for(self, model: str, top_k: int, temperature: float) -> Assistant:
+        """An assistant with these settings; one per model, all sharing the loaded embedder and store."""
+        with self._lock:
+            if model not in self._by_model:
+                base = self.base
+                self._by_model[model] = Assistant(base.config.replace(generator=model), base.embedder, base.store)
+            shared = self._by_model[model]
+            generator = shared.generator  # loaded once per model, on first use
+        config = shared.config.replace(top_k=int(top_k), temperature=float(temperature))
+        return Assistant(config, shared.embedder, shared.store, generator)
+
+    def respond(
+        self, question: str, messages: list[dict], questions: list[str], model: str, top_k: int, temperature: float
+    ) -> Iterator[tuple[list[dict], list[str], str]]:
+        """Yield (chat messages, questions asked so far, input box) while the assistant answers."""
+        if not question.strip():
+            yield messages, questions, ""
+            return
+        turn = len(questions)
+        shown = [*messages, user_message(question)]
+        yield [*shown, bot_message(searching_html())], questions, ""
+        try:
+            assistant = self.assistant_for(model, top_k, temperature)
+            raw = ""
+            for piece in assistant.stream(question, questions):
+                if isinstance(piece, Answer):
+                    reply = answer_html(piece, assistant, turn)
+                    questions = [*questions, question]
+                else:
+                    raw += piece
+                    reply = streaming_html(raw)
+                yield [*shown, bot_message(reply)], questions, ""
+        except RagError as e:
+            log.warning("could not answer %r: %s", question, e)
+            yield [*shown, bot_message(error_html(str(e)))], questions, ""
+        except Exception:
+            log.exception("answering %r failed", question)
+            yield [*shown, bot_message(error_html())], questions, ""
+
+    @staticmethod
+    def clear() -> tuple[list[dict], list[str], str]:
+        """Start a new conversation."""
+        return [], [], ""
+
+
+def direction(text: str) -> str:
+    """'rtl' for mostly Arabic text, 'ltr' otherwise."""
+    return "rtl" if is_arabic(text) else "ltr"
+
+
+def escape(text: str) -> str:
+    """Text made safe for HTML, each run of line breaks made one <br> (a message is one line of HTML)."""
+    return re.sub(r"\n\s*", "<br>", html.escape(text))
+
+
+def user_message(question: str) -> dict:
+    """The user's question as a chat message."""
+    return {"role": "user", "content": f'<div class="msg" dir="{direction(question)}">{escape(question)}</div>'}
+
+
+def bot_message(content: str) -> dict:
+    """An assistant chat message holding HTML."""
+    return {"role": "assistant", "content": content}
+
+
+def searching_html() -> str:
+    """The placeholder shown while passages are retrieved."""
+    return f'<div class="msg searching" dir="rtl">{SEARCHING}</div>'
+
+
+def streaming_html(raw: str) -> str:
+    """The model's reply as it streams in."""
+    return f'<div class="msg streaming" dir="{direction(raw)}">{escape(raw)}</div>'
+
+
+def error_html(message: str = "") -> str:
+    """An error shown in the chat: the RagError's message, or a generic one for unexpected failures."""
+    if not message:
+        return f'<div class="msg failed" dir="rtl">{UNEXPECTED}</div>'
+    return f'<div class="msg failed" dir="rtl">تعذّرت الإجابة: <bdi>{escape(message)}</bdi></div>'
+
+
+def answer_html(answer: Answer, assistant: Assistant, turn: int) -> str:
+    """The checked answer with linked [n] markers and its source cards, or a refusal with the closest passages."""
+    if answer.refused:
+        return refusal_html(answer, turn)
+    unsupported = {c.n for c in answer.citations if not c.supported}
+    body = link_markers(answer.text, turn, unsupported)
+    cards = "".join(citation_card(c, assistant.article(c.source).text, turn) for c in answer.citations)
+    return (
+        f'<div class="msg answer" dir="{direction(answer.text)}">{body}</div>'
+        f'<div class="sources" dir="rtl"><div class="sources-title">المصادر</div>{cards}</div>'
+    )
+
+
+def link_markers(text: str, turn: int, unsupported: set[int]) -> str:
+    """Escaped text whose [n] markers link to source card n of this turn."""
+
+    def link(m) -> str:
+        n = int(m.group(1))
+        kind = "cite unsupported" if n in unsupported else "cite"
+        return f'<a class="{kind}" href="#src-{turn}-{n}">[{n}]</a>'
+
+    return MARKER.sub(link, escape(text))
+
+
+def citation_card(citation: Citation, article_text: str, turn: int) -> str:
+    """The card of a citation: the cited span highlighted in its surrounding article text."""
+    c = citation
+    passage = in_context(article_text, c.start, c.end)
+    return card(f"src-{turn}-{c.n}", c.n, c.title, c.date, c.source, passage, c.text, unsupported=not c.supported)
+
+
+def passage_card(passage: Passage, turn: int, rank: int) -> str:
+    """The card of a retrieved passage offered after a refusal: the start of its text."""
+    c = passage.chunk
+    text = c.text if len(c.text) <= EXCERPT else c.text[:EXCERPT].rsplit(" ", 1)[0] + "…"
+    return card(f"near-{turn}-{rank}", rank, c.title, c.date, c.article_id, escape(text), text)
+
+
+def card(anchor: str, n: int, title: str, date: str | None, source: str, passage: str, plain: str,
+         unsupported: bool = False) -> str:
+    """A source card: number, title, date and file name, then the passage (HTML; `plain` sets its direction)."""
+    badge = '<span class="badge">غير مؤكد</span>' if unsupported else ""
+    dated = f"{escape(date)} · " if date else ""
+    return (
+        f'<div class="card{" unsupported" if unsupported else ""}" id="{anchor}" dir="rtl">'
+        f'<div class="card-head"><span class="num">{n}</span>'
+        f'<span class="card-title">{escape(title)}</span>{badge}</div>'
+        f'<div class="meta">{dated}<bdi>{escape(source)}</bdi></div>'
+        f'<div class="passage" dir="{direction(plain)}">{passage}</div></div>'
+    )
+
+
+def in_context(text: str, start: int, end: int, width: int = CONTEXT) -> str:
+    """text[start:end] highlighted with <mark>, with about `width` characters around it cut at line or word ends."""
+    before, after = text[max(0, start - width) : start], text[end : end + width]
+    if start > width:
+        before = before.split("\n", 1)[1] if "\n" in before else "…" + before.split(" ", 1)[-1]
+    if end + width < len(text):
+        after = after.rsplit("\n", 1)[0] if "\n" in after else after.rsplit(" ", 1)[0] + "…"
+    return f"{escape(before)}<mark>{escape(text[start:end])}</mark>{escape(after)}"
+
+
+def refusal_html(answer: Answer, turn: int) -> str:
+    """A refusal, styled apart, offering the closest passages."""
+    cards = "".join(passage_card(p, turn, rank) for rank, p in enumerate(answer.passages[:3], 1))
+    closest = f'<div class="sources"><div class="sources-title">أقرب المقاطع</div>{cards}</div>' if cards else ""
+    text = f'<div class="msg" dir="{direction(answer.text)}">{escape(answer.text)}</div>'
+    return f'<div class="refusal" dir="rtl">{text}{closest}</div>'
+
+
+def model_choices(current: str) -> list[tuple[str, str]]:
+    """(label, generator name) for the model menu: the configured model first, then the registered ones. A model
+    file shows its name, a server its URL."""
+    def label(name: str) -> str:
+        return MODELS.get(name) or (name.partition(":")[2] if "://" in name else Path(name).name)
+
+    return [(label(name), name) for name in dict.fromkeys([current, *MODELS])]
+
+
+def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:
+    """The chat app over an assistant: config.concurrency answers at once, up to MAX_QUEUE questions waiting."""
+    config = config or assistant.config
+    chat = Chat(assistant)
+    with gr.Blocks(title="اسأل المقالات", analytics_enabled=False) as app:
+        gr.HTML(
+            '<div id="header" dir="rtl"><h1>اسأل المقالات</h1>'
+            "<p>إجابات قصيرة من مقالاتك فقط، وكل جملة موثّقة بمصدرها.</p></div>"
+        )
+        chatbot = gr.Chatbot(
+            elem_id="chat", show_label=False, height="68vh", render_markdown=False, sanitize_html=True,
+            latex_delimiters=[], feedback_options=None, buttons=[], layout="bubble", rtl=True,
+            placeholder='<div dir="rtl">اكتب سؤالاً عن المقالات، أو اختر أحد الأمثلة أدناه.</div>',
+        )
+        with gr.Row(equal_height=True):
+            box = gr.Textbox(
+                elem_id="question", show_label=False, placeholder="اكتب سؤالك هنا…", rtl=True, scale=8,
+                autofocus=True, max_lines=4,
+            )
+            send = gr.Button("اسأل", variant="primary", scale=1, min_width=80)
+            clear = gr.Button("محادثة جديدة", scale=1, min_width=140)
+        with gr.Row(elem_id="examples"):
+            example_buttons = [gr.Button(q, size="sm", variant="secondary") for q in EXAMPLES]
+        with gr.Accordion("الإعدادات", open=False, elem_id="settings"):
+            with gr.Row():
+                top_k = gr.Slider(1, 10, value=config.top_k, step=1, label="عدد المقاطع المسترجعة")
+                temperature = gr.Slider(0.0, 1.0, value=config.temperature, step=0.1, label="درجة العشوائية")
+            model = gr.Radio(model_choices(config.generator), value=config.generator, label="النموذج")
+        questions = gr.State([])
+        settings = [chatbot, questions, model, top_k, temperature]
+        outputs = [chatbot, questions, box]
+        answering = [b.click(chat.respond, [b, *settings], outputs, **_queued(config)) for b in example_buttons]
+        answering.append(gr.on([box.submit, send.click], chat.respond, [box, *settings], outputs, **_queued(config)))
+        clear.click(Chat.clear, None, outputs, queue=False, cancels=answering)
+        chatbot.clear(Chat.clear, None, outputs, queue=False, cancels=answering)
+    return app.queue(max_size=MAX_QUEUE)
+
+
+def _queued(config: Config) -> dict:
+    """Event options of the answering events: they share the model's concurrency limit."""
+    return {"concurrency_limit": config.concurrency, "concurrency_id": "model", "show_progress": "minimal"}
+
+
+def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) -> str:
+    """Serve the app on config.host:config.port (never shared publicly); returns its local URL."""
+    auth = None
+    if config.auth:
+        user, sep, password = config.auth.partition(":")
+        if not sep or not user or not password:
+            raise RagError("auth must be written user:password")
+        auth = (user, password)
+    _, url, _ = app.launch(
+        server_name=config.host, server_port=config.port, auth=auth, share=False, ssr_mode=False,
+        prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, footer_links=[],
+        theme=gr.themes.Soft(font=FONTS, font_mono=["ui-monospace", "monospace"]), css=CSS, js=PAGE_JS,
+    )
+    return url
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail at once, before loading any model, when the UI's address cannot be listened on."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind((host, port))
+    except OSError as e:
+        raise RagError(f"cannot listen on {host}:{port} ({e.strerror}): stop the program using it or choose another "
+                       "port with --port") from e
+
+
+def serve(config: Config) -> None:
+    """`rag ui`: load the assistant and its model, then serve the chat until interrupted."""
+    check_port(config.host, config.port)
+    assistant = Assistant.load(config)
+    assistant.generator  # noqa: B018  load the model now: a missing model fails here, not in the first answer
+    threading.Thread(target=assistant.warm_up, daemon=True).start()  # the first answer is then as fast as later ones
+    launch(create_app(assistant, config), config)

@@ -1,0 +1,45 @@
+"""The package as users install it: a wheel (not an editable checkout) carries its prompts, strings and data, and
+`rag ask` works from it."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rag.config import PACKAGE_ROOT
+
+DATA = ["rag/prompts/reader_system.txt", "rag/prompts/reader.toml", "rag/prompts/refusal.txt", "rag/data/places.txt"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), str(PACKAGE_ROOT)],
+                   check=True, capture_output=True)
+    [built] = folder.glob("arabic_rag-*.whl")
+    return built
+
+
+def test_the_wheel_carries_the_prompts_strings_and_data(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert set(DATA) <= names
+    assert not any(name.startswith(("tests/", "evals/", "seeds/")) for name in names)
+
+
+@pytest.mark.real
+def test_rag_ask_from_an_installed_wheel(wheel, real_assistant, tmp_path):
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "TQDM_DISABLE": "1"}
+    where = subprocess.run([sys.executable, "-c", "import rag; print(rag.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(site))  # the installed copy, not the checkout
+    index = str(real_assistant.config.index_dir)
+    question = "متى زار بوتين قطر لأول مرة كرئيس؟"
+    result = subprocess.run([sys.executable, "-m", "rag", "--index-dir", index, "ask", question], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "2007" in result.stdout
