@@ -373,3 +373,27 @@ def test_any_bytes_give_an_article_or_a_one_line_value_error(prefix, tail, reade
         assert str(e) and "\n" not in str(e)
     else:
         assert isinstance(result, Extracted) and result.text
+
+
+def test_rag_index_reads_web_pages_pdfs_and_word_files_from_the_folder(tmp_path, fake_config):
+    from conftest import HashEmbedder, build_store
+
+    seeds = fake_config.seeds_dir
+    (seeds / "page.html").write_text(NEWS_PAGE, encoding="utf-8")
+    (seeds / "agency.pdf").write_bytes(reportlab_pdf([[TITLE, *BODY]], title=TITLE))
+    (seeds / "report.docx").write_bytes(word_file())
+    (seeds / "scanned.pdf").write_bytes(b"%PDF-1.4\n%%EOF")  # unreadable: skipped with its reason
+    logged: list[str] = []
+    store = build_store(seeds, fake_config.index_dir, HashEmbedder(), log=logged.append)
+    articles = store.manifest()["articles"]
+    assert {articles[name]["format"] for name in ("page.html", "agency.pdf", "report.docx")} == {"html", "pdf", "docx"}
+    assert articles["page.html"]["date"] == "2024-03-15" and articles["page.html"]["title"] == TITLE
+    for name in ("page.html", "agency.pdf", "report.docx"):
+        text = store.article(name).text
+        assert "فلاديمير بوتين" in text and "التعليقات" not in text
+    assert len(logged) == 1 and logged[0].startswith("skipped scanned.pdf: ")
+    hits = [p.chunk for p in store.search(HashEmbedder().embed_batch(["الغاز الطبيعي المسال"], "query")[0],
+                                          ["غاز", "طبيعي", "مسال"], 6)]
+    assert {c.article_id for c in hits} >= {"page.html", "agency.pdf", "report.docx"}
+    for c in hits:  # citations point into the cleaned text the source viewer shows
+        assert store.article(c.article_id).text[c.start : c.end] == c.text
