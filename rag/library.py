@@ -30,7 +30,7 @@ _RESERVED = set('<>:"|?*')  # refused by other systems' file names and shells' g
 
 
 class Duplicate(ValueError):
-    """The file holds the same bytes as an indexed article."""
+    """The file holds the same bytes as an indexed article (the message is that article's id)."""
 
 
 def safe_name(name: str) -> str:
@@ -93,7 +93,7 @@ def add_file(upload: Path, folder: Path, indexed: dict[str, str]) -> str:
     name = safe_name(upload.name)
     article, data = read_upload(upload, name)
     if article.sha256 in indexed:
-        raise Duplicate(f"same content as {indexed[article.sha256]}")
+        raise Duplicate(indexed[article.sha256])
     stored = store_file(data, Path(folder), name).name
     indexed[article.sha256] = stored
     return stored
@@ -103,7 +103,7 @@ def remove_file(folder: Path, article_id: str) -> Path:
     """Move an article's file (or link) into the folder's hidden .deleted folder; returns where it went."""
     files, _ = corpus_files(folder)
     if article_id not in dict(files):
-        raise ValueError(f"{article_id} is not an article file of {folder}")
+        raise ValueError("no longer in the articles folder: update the index to drop it")
     aside = Path(folder) / DELETED
     aside.mkdir(exist_ok=True)
     return place(Path(folder).resolve() / article_id, aside, PurePosixPath(article_id).name)

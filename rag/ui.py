@@ -44,7 +44,7 @@ INDEXING = {"concurrency_limit": 4, "concurrency_id": "sources", "show_progress"
 FONTS = ["Noto Naskh Arabic", "Noto Sans Arabic", "Segoe UI", "Tahoma", "Geeza Pro", "DejaVu Sans", "sans-serif"]
 PAGE_JS = "() => { document.documentElement.dir = 'rtl'; document.documentElement.lang = 'ar'; }"
 CSS = """
-.gradio-container { max-width: 960px !important; margin: 0 auto !important; }
+.gradio-container { width: 100% !important; max-width: 960px !important; margin: 0 auto !important; }
 #header h1 { font-size: 1.6rem; margin: 0; }
 #header p { margin: .2rem 0 0; color: var(--body-text-color-subdued); }
 #chat .msg { font-size: 1.05rem; line-height: 1.9; text-align: start; }
@@ -81,7 +81,6 @@ CSS = """
 #chat .failed bdi { color: #7f1d1d; }
 #examples button { font-size: .85rem; }
 #sources .note { color: var(--body-text-color-subdued); font-size: .9rem; line-height: 1.8; margin: .2rem 0; }
-#sources .note bdi { font-family: ui-monospace, monospace; }
 #sources .status { display: grid; gap: .4rem; }
 #sources .status ul { margin: 0; padding-inline-start: 1.2rem; line-height: 1.9; }
 #sources .status .added { color: #166534; }
@@ -90,13 +89,14 @@ CSS = """
 #sources .building { display: flex; gap: .6rem; align-items: center; }
 #sources progress { flex: 1; max-width: 20rem; accent-color: #1d4ed8; }
 #sources .summary { font-weight: 600; margin-bottom: .4rem; }
-#sources table.articles { width: 100%; border-collapse: collapse; font-size: .95rem; }
+#sources table.articles { width: 100%; border: 0; border-collapse: collapse; font-size: .95rem; }
+#sources .articles tr { border: 0; }
 #sources .articles th { text-align: start; color: var(--body-text-color-subdued); font-size: .8rem; font-weight: 600;
-  border-bottom: 2px solid var(--border-color-primary); padding: .35rem .5rem; }
-#sources .articles td { border-bottom: 1px solid var(--border-color-primary); padding: .45rem .5rem;
+  border: 0; border-bottom: 2px solid var(--border-color-primary); padding: .35rem .5rem; background: none; }
+#sources .articles td { border: 0; border-bottom: 1px solid var(--border-color-primary); padding: .45rem .5rem;
   vertical-align: top; }
 #sources .articles td.num { text-align: center; }
-#sources .articles bdi { font-family: ui-monospace, monospace; font-size: .8rem; }
+#sources .articles bdi { font-size: .85rem; color: var(--body-text-color-subdued); }
 """
 
 
@@ -182,8 +182,8 @@ class Sources:
         indexed = {meta["sha256"]: article_id for article_id, meta in self.articles().items()}
         lines, added = [], False
         for file in files or []:
-            line, stored = self._add(Path(file), indexed)
-            lines.append(line)
+            said, stored = self._add(Path(file), indexed)
+            lines.append(said)
             added = added or stored
         for shown in self._update(lines, order, added):
             yield *shown, None
@@ -218,8 +218,8 @@ class Sources:
         try:
             stored = add_file(upload, self.seeds, indexed)
         except Duplicate as e:
-            return line("duplicate", f"لم يُضف <bdi>{escape(name)}</bdi>: نسخة مطابقة لمقال مفهرس "
-                                     f"(<bdi>{escape(str(e))}</bdi>)."), False
+            return line("duplicate", f"لم يُضف <bdi>{escape(name)}</bdi>: نسخة مطابقة للمقال المفهرس "
+                                     f"<bdi>{escape(str(e))}</bdi>."), False
         except (ValueError, RagError, OSError) as e:
             return refused(name, str(e)), False
         finally:
@@ -382,7 +382,7 @@ def build_html(status: Status) -> str:
     if status.building:
         done, total = status.done, status.total
         bar = f'<progress value="{done}" max="{total}"></progress>' if total else "<progress></progress>"
-        count = f"<span>{done} من {total} مقطعاً</span>" if total else ""
+        count = f"<span>المقاطع: {done} من {total}</span>" if total else ""
         return (f'<div class="building">جارٍ تحديث الفهرس… {bar}{count}</div>'
                 '<div class="note">تبقى المحادثة متاحة، وتجيب من الفهرس السابق إلى أن يكتمل التحديث.</div>')
     if status.error:
@@ -391,7 +391,7 @@ def build_html(status: Status) -> str:
     if status.report:
         r = status.report
         return (f'<div class="done">اكتمل تحديث الفهرس: أُضيف {len(r.added)}، وتغيّر {len(r.changed)}، وحُذف '
-                f"{len(r.removed)} ({r.embedded} مقطعاً جديداً في {r.seconds:g} ث). المحادثة تجيب الآن من الفهرس "
+                f"{len(r.removed)} (مقاطع جديدة: {r.embedded}، في {r.seconds:g} ث). المحادثة تجيب الآن من الفهرس "
                 "الجديد.</div>")
     return ""
 
@@ -407,7 +407,7 @@ def articles_html(articles: dict[str, dict], order: str) -> str:
     )
     chunks = sum(meta["chunks"] for meta in articles.values())
     return (
-        f'<div class="summary" dir="rtl">{len(articles)} مقالاً مفهرساً، {chunks} مقطعاً</div>'
+        f'<div class="summary" dir="rtl">المقالات المفهرسة: {len(articles)} · المقاطع: {chunks}</div>'
         '<table class="articles" dir="rtl"><thead><tr><th>العنوان</th><th>التاريخ</th><th>المقاطع</th><th>الصيغة</th>'
         f"<th>الملف</th></tr></thead><tbody>{rows}</tbody></table>"
     )
@@ -486,7 +486,7 @@ def sources_panel() -> dict[str, gr.Component]:
     panel = {"files": gr.File(label="أفلت الملفات هنا أو انقر لاختيارها", file_count="multiple",
                               file_types=list(SUFFIXES), type="filepath", elem_id="upload", height=140),
              "status": gr.HTML(elem_id="sources-status")}
-    with gr.Row(equal_height=True):
+    with gr.Row():
         panel["order"] = gr.Radio(ORDERS, value="date", label="الترتيب", rtl=True, scale=3)
         panel["rebuild"] = gr.Button("حدّث الفهرس", size="sm", scale=1, min_width=120)
     panel["listing"] = gr.HTML(elem_id="articles")

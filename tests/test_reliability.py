@@ -602,6 +602,17 @@ def test_with_auth_only_a_logged_in_user_adds_or_deletes_articles(serve, fake_as
     assert (seeds / "museum.txt").is_file() and (seeds / ".deleted" / "c_relations.txt").is_file()
 
 
+def test_an_upload_over_the_largest_limit_is_refused_before_it_is_stored(serve, monkeypatch):
+    from rag import ui
+
+    for suffix in ui.SUFFIXES:
+        monkeypatch.setitem(ui.MAX_BYTES, suffix, 1000)
+    url = serve()
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        assert browser.post("/gradio_api/upload", files={"files": ("big.pdf", b"%" * 1001)}).status_code == 413
+        assert browser.post("/gradio_api/upload", files={"files": ("small.pdf", b"%" * 1000)}).status_code == 200
+
+
 def test_the_server_serves_no_file_by_path(serve, fake_assistant):
     url = serve()
     article = fake_assistant.config.seeds_dir / "a_visit.txt"
