@@ -17,6 +17,8 @@ from rag.errors import RagError
 from rag.ingest import load_articles
 from rag.stores.base import FORMAT_VERSION, Store, check_compatible
 
+Progress = Callable[[int, int], None]  # told (chunks embedded, chunks to embed) as a build goes
+
 
 @dataclass
 class BuildReport:
@@ -54,9 +56,10 @@ def _previous(store: Store, embedder_id: str, size: int, overlap: int, log) -> d
 
 
 def build_index(seeds_dir: Path, store: Store, embedder: Embedder | Callable[[], Embedder], chunk_size: int,
-                chunk_overlap: int, log=print) -> BuildReport:
+                chunk_overlap: int, log=print, progress: Progress | None = None) -> BuildReport:
     """(Re)build the index from the articles in seeds_dir, embedding only new or changed articles. The embedder may
-    be given as a function that loads it: it is then loaded only once the store is known to be writable."""
+    be given as a function that loads it: it is then loaded only once the store is known to be writable.
+    progress(done, total) is told of the chunks embedded so far."""
     started = time.perf_counter()
     if not Path(seeds_dir).is_dir():
         raise RagError(f"articles folder {seeds_dir} does not exist")
@@ -80,7 +83,7 @@ def build_index(seeds_dir: Path, store: Store, embedder: Embedder | Callable[[],
         report.removed = sorted(set(old_hash) - {a.id for a in articles})
         chunks = {a.id: chunk_article(a, chunk_size, chunk_overlap) for a in new}
         new_chunks = [c for a in new for c in chunks[a.id]]
-        vectors = embed_documents(new_chunks, embedder)
+        vectors = embed_documents(new_chunks, embedder, progress=progress)
         manifest = {
             "format_version": FORMAT_VERSION,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -98,8 +101,10 @@ def build_index(seeds_dir: Path, store: Store, embedder: Embedder | Callable[[],
     return report
 
 
-def embed_documents(chunks: list[Chunk], embedder: Embedder, batch: int = 16) -> np.ndarray:
-    """Embed chunks in batches of similar length (less padding), with a progress bar."""
+def embed_documents(chunks: list[Chunk], embedder: Embedder, batch: int = 16,
+                    progress: Progress | None = None) -> np.ndarray:
+    """Embed chunks in batches of similar length (less padding), with a progress bar (and progress(done, total)
+    after each batch)."""
     from tqdm import tqdm
 
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].text))
@@ -109,4 +114,6 @@ def embed_documents(chunks: list[Chunk], embedder: Embedder, batch: int = 16) ->
             ids = order[at : at + batch]
             out[ids] = embedder.embed_batch([chunks[i].text for i in ids], "document")
             bar.update(len(ids))
+            if progress:
+                progress(bar.n, len(chunks))
     return out

@@ -9,7 +9,8 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline product: no usage pings, set before import
 import gradio as gr  # noqa: E402
@@ -18,6 +19,8 @@ from rag.assistant import Answer, Assistant
 from rag.cite import MARKER, Citation
 from rag.config import Config
 from rag.errors import RagError
+from rag.ingest import MAX_BYTES, MB, SUFFIXES
+from rag.library import DELETED, Duplicate, Indexer, Status, add_file, remove_file
 from rag.normalize import is_arabic
 from rag.retrieve import Passage
 
@@ -34,10 +37,14 @@ UNEXPECTED = "حدث خطأ غير متوقع أثناء الإجابة. أعد 
 CONTEXT = 200  # characters of article text shown on each side of a cited span
 EXCERPT = 300  # characters of a passage shown under a refusal
 MAX_QUEUE = 16  # questions waiting for the model; beyond this Gradio tells the user the app is busy
+POLL = 0.5  # seconds between progress updates while the index is built
+FORMATS = {"text": "نص", "html": "صفحة ويب", "pdf": "PDF", "docx": "Word"}
+ORDERS = [("الأحدث أولاً", "date"), ("حسب العنوان", "title")]
+INDEXING = {"concurrency_limit": 4, "concurrency_id": "sources", "show_progress": "hidden"}  # they wait on the build
 FONTS = ["Noto Naskh Arabic", "Noto Sans Arabic", "Segoe UI", "Tahoma", "Geeza Pro", "DejaVu Sans", "sans-serif"]
 PAGE_JS = "() => { document.documentElement.dir = 'rtl'; document.documentElement.lang = 'ar'; }"
 CSS = """
-.gradio-container { max-width: 960px !important; margin: 0 auto !important; }
+.gradio-container { width: 100% !important; max-width: 960px !important; margin: 0 auto !important; }
 #header h1 { font-size: 1.6rem; margin: 0; }
 #header p { margin: .2rem 0 0; color: var(--body-text-color-subdued); }
 #chat .msg { font-size: 1.05rem; line-height: 1.9; text-align: start; }
@@ -64,6 +71,8 @@ CSS = """
 #chat .passage { margin: .45rem 0 0; font-size: .95rem; line-height: 1.9; color: var(--body-text-color); }
 #chat mark { background: #fde68a; color: #1f2937; border-radius: 3px; padding: 0 .15em; }
 #chat .unsupported mark { background: #fed7aa; }
+#chat .quote { background: rgba(253, 230, 138, .3); border-radius: 3px; }
+#chat .unsupported .quote { background: rgba(254, 215, 170, .3); }
 #chat .refusal > .msg { color: #4b5563; font-style: italic; border-inline-start: 3px solid #9ca3af;
   padding-inline-start: .7rem; }
 #chat .refusal .card { border-inline-start-color: #9ca3af; }
@@ -71,6 +80,23 @@ CSS = """
   padding: .5rem .8rem; }
 #chat .failed bdi { color: #7f1d1d; }
 #examples button { font-size: .85rem; }
+#sources .note { color: var(--body-text-color-subdued); font-size: .9rem; line-height: 1.8; margin: .2rem 0; }
+#sources .status { display: grid; gap: .4rem; }
+#sources .status ul { margin: 0; padding-inline-start: 1.2rem; line-height: 1.9; }
+#sources .status .added { color: #166534; }
+#sources .status .duplicate, #sources .status .moved { color: #92400e; }
+#sources .status .refused, #sources .status .failed { color: #b91c1c; }
+#sources .building { display: flex; gap: .6rem; align-items: center; }
+#sources progress { flex: 1; max-width: 20rem; accent-color: #1d4ed8; }
+#sources .summary { font-weight: 600; margin-bottom: .4rem; }
+#sources table.articles { width: 100%; border: 0; border-collapse: collapse; font-size: .95rem; }
+#sources .articles tr { border: 0; }
+#sources .articles th { text-align: start; color: var(--body-text-color-subdued); font-size: .8rem; font-weight: 600;
+  border: 0; border-bottom: 2px solid var(--border-color-primary); padding: .35rem .5rem; background: none; }
+#sources .articles td { border: 0; border-bottom: 1px solid var(--border-color-primary); padding: .45rem .5rem;
+  vertical-align: top; }
+#sources .articles td.num { text-align: center; }
+#sources .articles bdi { font-size: .85rem; color: var(--body-text-color-subdued); }
 """
 
 
@@ -125,6 +151,91 @@ class Chat:
     def clear() -> tuple[list[dict], list[str], str]:
         """Start a new conversation."""
         return [], [], ""
+
+
+class Sources:
+    """The sources tab's handlers as plain methods: the indexed articles, files added to them and articles removed,
+    indexed in the background while the chat goes on answering from the index it has."""
+
+    def __init__(self, assistant: Assistant, indexer: Indexer | None = None):
+        self.store = assistant.store
+        self.seeds = Path(assistant.config.seeds_dir)
+        self.indexer = indexer or Indexer(assistant.config, assistant.embedder, assistant.store)
+
+    def articles(self) -> dict[str, dict]:
+        """The indexed articles (id -> title, date, format, chunks, sha256), from the store's manifest."""
+        return self.store.manifest()["articles"]
+
+    def show(self, order: str) -> tuple[str, gr.Dropdown]:
+        """The list of indexed articles and the menu of the delete button."""
+        articles = self.articles()
+        return articles_html(articles, order), gr.Dropdown(choices=delete_choices(articles), value=None)
+
+    def reload(self, order: str) -> tuple[str, str, gr.Dropdown]:
+        """Switch to the newest published index (one `rag index` built, say) and show it, with the build status."""
+        self.store.refresh()
+        return status_html([], self.indexer.status()), *self.show(order)
+
+    def upload(self, files: list[str] | None, order: str) -> Iterator[tuple[str, str, gr.Dropdown, None]]:
+        """Store the uploaded files that read as new articles, then index them; yields (status, list, delete menu,
+        upload box) until the index holds them."""
+        indexed = {meta["sha256"]: article_id for article_id, meta in self.articles().items()}
+        lines, added = [], False
+        for file in files or []:
+            said, stored = self._add(Path(file), indexed)
+            lines.append(said)
+            added = added or stored
+        for shown in self._update(lines, order, added):
+            yield *shown, None
+
+    def delete(self, article_id: str | None, order: str) -> Iterator[tuple[str, str, gr.Dropdown]]:
+        """Move an article's file into the hidden .deleted folder of the articles folder, then index without it."""
+        articles = self.articles()
+        if not article_id or article_id not in articles:
+            yield from self._update([line("refused", "اختر من القائمة مقالاً مفهرساً لحذفه.")], order, False)
+            return
+        if len(articles) == 1:
+            yield from self._update([line("refused", "لا يُحذف المقال الوحيد في الفهرس: أضف غيره أولاً.")], order, False)
+            return
+        try:
+            moved = remove_file(self.seeds, article_id)
+        except (ValueError, OSError) as e:
+            yield from self._update([refused(article_id, str(e))], order, False)
+            return
+        where = escape(str(PurePosixPath(DELETED, moved.name)))
+        moved_line = line("moved", f"نُقل <bdi>{escape(article_id)}</bdi> إلى <bdi>{where}</bdi> داخل مجلد المقالات، "
+                                   "ولم يُمحَ: أعده إلى مكانه ثم حدّث الفهرس لاسترجاعه.")
+        yield from self._update([moved_line], order, True)
+
+    def rebuild(self, order: str) -> Iterator[tuple[str, str, gr.Dropdown]]:
+        """Index the articles folder as it is now (files copied into it by hand, a build that failed)."""
+        yield from self._update([], order, True)
+
+    def _add(self, upload: Path, indexed: dict[str, str]) -> tuple[str, bool]:
+        """The status line of one uploaded file, and whether it was stored; Gradio's copy of it is removed, so that
+        no copy of the user's file is left outside the articles folder."""
+        name = upload.name
+        try:
+            stored = add_file(upload, self.seeds, indexed)
+        except Duplicate as e:
+            return line("duplicate", f"لم يُضف <bdi>{escape(name)}</bdi>: نسخة مطابقة للمقال المفهرس "
+                                     f"<bdi>{escape(str(e))}</bdi>."), False
+        except (ValueError, RagError, OSError) as e:
+            return refused(name, str(e)), False
+        finally:
+            upload.unlink(missing_ok=True)
+        renamed = f" باسم <bdi>{escape(stored)}</bdi>" if stored != name else ""
+        return line("added", f"أُضيف <bdi>{escape(name)}</bdi>{renamed}."), True
+
+    def _update(self, lines: list[str], order: str, build: bool) -> Iterator[tuple[str, str, gr.Dropdown]]:
+        """Yield (status, list, delete menu): with build, while the index is built in the background, then when the
+        chat answers from the new one."""
+        if build:
+            ticket = self.indexer.request()
+            while not self.indexer.wait(ticket, POLL):
+                yield status_html(lines, self.indexer.status()), *self.show(order)
+        finished = replace(self.indexer.status(), building=False)  # how the build that covered these changes ended
+        yield status_html(lines, finished if build else None), *self.show(order)
 
 
 def direction(text: str) -> str:
@@ -189,10 +300,19 @@ def link_markers(text: str, turn: int, unsupported: set[int]) -> str:
 
 
 def citation_card(citation: Citation, article_text: str, turn: int) -> str:
-    """The card of a citation: the cited span highlighted in its surrounding article text."""
+    """The card of a citation: the cited sentence highlighted in its surrounding article text, and in it the span the
+    answer was copied from."""
     c = citation
-    passage = in_context(article_text, c.start, c.end)
+    passage = in_context(article_text, c.start, c.end, span=copied(c))
     return card(f"src-{turn}-{c.n}", c.n, c.title, c.date, c.source, passage, c.text, unsupported=not c.supported)
+
+
+def copied(citation: Citation) -> tuple[int, int] | None:
+    """(start, end) of the span the answer copied from the cited sentence, if it has one inside the sentence."""
+    c = citation
+    if c.span_start is None or c.span_end is None or not c.start <= c.span_start < c.span_end <= c.end:
+        return None
+    return c.span_start, c.span_end
 
 
 def passage_card(passage: Passage, turn: int, rank: int) -> str:
@@ -216,14 +336,21 @@ def card(anchor: str, n: int, title: str, date: str | None, source: str, passage
     )
 
 
-def in_context(text: str, start: int, end: int, width: int = CONTEXT) -> str:
-    """text[start:end] highlighted with <mark>, with about `width` characters around it cut at line or word ends."""
+def in_context(text: str, start: int, end: int, width: int = CONTEXT, span: tuple[int, int] | None = None) -> str:
+    """text[start:end] highlighted, with about `width` characters around it cut at line or word ends: all of it in
+    <mark>, or, given a span inside it, lightly (class "quote") with the span in <mark>."""
     before, after = text[max(0, start - width) : start], text[end : end + width]
     if start > width:
         before = before.split("\n", 1)[1] if "\n" in before else "…" + before.split(" ", 1)[-1]
     if end + width < len(text):
         after = after.rsplit("\n", 1)[0] if "\n" in after else after.rsplit(" ", 1)[0] + "…"
-    return f"{escape(before)}<mark>{escape(text[start:end])}</mark>{escape(after)}"
+    if span is None:
+        cited = f"<mark>{escape(text[start:end])}</mark>"
+    else:
+        a, b = span
+        cited = (f'<span class="quote">{escape(text[start:a])}<mark>{escape(text[a:b])}</mark>'
+                 f"{escape(text[b:end])}</span>")
+    return f"{escape(before)}{cited}{escape(after)}"
 
 
 def refusal_html(answer: Answer, turn: int) -> str:
@@ -232,6 +359,71 @@ def refusal_html(answer: Answer, turn: int) -> str:
     closest = f'<div class="sources"><div class="sources-title">أقرب المقاطع</div>{cards}</div>' if cards else ""
     text = f'<div class="msg" dir="{direction(answer.text)}">{escape(answer.text)}</div>'
     return f'<div class="refusal" dir="rtl">{text}{closest}</div>'
+
+
+def line(kind: str, content: str) -> str:
+    """One line of the sources tab's status (content is HTML): added, moved, duplicate or refused."""
+    return f'<li class="{kind}">{content}</li>'
+
+
+def refused(name: str, reason: str) -> str:
+    """The status line of a file that was not added or moved, with the reader's one-line reason."""
+    return line("refused", f"رُفض <bdi>{escape(name)}</bdi>: <bdi>{escape(reason)}</bdi>")
+
+
+def status_html(lines: list[str], status: Status | None) -> str:
+    """What became of each file, then (given a status) the index build."""
+    listed = f"<ul>{''.join(lines)}</ul>" if lines else ""
+    return f'<div class="status" dir="rtl">{listed}{build_html(status) if status else ""}</div>'
+
+
+def build_html(status: Status) -> str:
+    """The index build: its progress while it runs, else how the last one ended."""
+    if status.building:
+        done, total = status.done, status.total
+        bar = f'<progress value="{done}" max="{total}"></progress>' if total else "<progress></progress>"
+        count = f"<span>المقاطع: {done} من {total}</span>" if total else ""
+        return (f'<div class="building">جارٍ تحديث الفهرس… {bar}{count}</div>'
+                '<div class="note">تبقى المحادثة متاحة، وتجيب من الفهرس السابق إلى أن يكتمل التحديث.</div>')
+    if status.error:
+        return (f'<div class="failed">لم يُحدَّث الفهرس: <bdi>{escape(status.error)}</bdi>. الملفات باقية في مجلد '
+                "المقالات، وتُفهرس عند التحديث التالي.</div>")
+    if status.report:
+        r = status.report
+        return (f'<div class="done">اكتمل تحديث الفهرس: أُضيف {len(r.added)}، وتغيّر {len(r.changed)}، وحُذف '
+                f"{len(r.removed)} (مقاطع جديدة: {r.embedded}، في {r.seconds:g} ث). المحادثة تجيب الآن من الفهرس "
+                "الجديد.</div>")
+    return ""
+
+
+def articles_html(articles: dict[str, dict], order: str) -> str:
+    """The indexed articles as a table (title, date, passages, format, file), newest first or by title."""
+    rows = "".join(
+        f'<tr><td dir="{direction(meta["title"])}">{escape(meta["title"])}</td>'
+        f'<td>{escape(meta.get("date") or "—")}</td>'
+        f'<td class="num">{meta["chunks"]}</td><td>{FORMATS.get(meta.get("format", "text"), "")}</td>'
+        f"<td><bdi>{escape(article_id)}</bdi></td></tr>"
+        for article_id, meta in sorted_articles(articles, order)
+    )
+    chunks = sum(meta["chunks"] for meta in articles.values())
+    return (
+        f'<div class="summary" dir="rtl">المقالات المفهرسة: {len(articles)} · المقاطع: {chunks}</div>'
+        '<table class="articles" dir="rtl"><thead><tr><th>العنوان</th><th>التاريخ</th><th>المقاطع</th><th>الصيغة</th>'
+        f"<th>الملف</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def sorted_articles(articles: dict[str, dict], order: str) -> list[tuple[str, dict]]:
+    """(id, manifest entry) of the articles: the newest first (undated last), or by title."""
+    by_title = sorted(articles.items(), key=lambda item: (item[1]["title"].casefold(), item[0]))
+    if order == "title":
+        return by_title
+    return sorted(by_title, key=lambda item: item[1].get("date") or "", reverse=True)
+
+
+def delete_choices(articles: dict[str, dict]) -> list[tuple[str, str]]:
+    """(label, id) of the delete menu: each article's title and file name, by title."""
+    return [(f"{meta['title']} — {article_id}", article_id) for article_id, meta in sorted_articles(articles, "title")]
 
 
 def model_choices(current: str) -> list[tuple[str, str]]:
@@ -244,7 +436,8 @@ def model_choices(current: str) -> list[tuple[str, str]]:
 
 
 def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:
-    """The chat app over an assistant: config.concurrency answers at once, up to MAX_QUEUE questions waiting."""
+    """The chat app over an assistant: config.concurrency answers at once, up to MAX_QUEUE questions waiting; beside
+    the chat, the sources tab."""
     config = config or assistant.config
     chat = Chat(assistant)
     with gr.Blocks(title="اسأل المقالات", analytics_enabled=False) as app:
@@ -252,25 +445,29 @@ def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:
             '<div id="header" dir="rtl"><h1>اسأل المقالات</h1>'
             "<p>إجابات قصيرة من مقالاتك فقط، وكل جملة موثّقة بمصدرها.</p></div>"
         )
-        chatbot = gr.Chatbot(
-            elem_id="chat", show_label=False, height="68vh", render_markdown=False, sanitize_html=True,
-            latex_delimiters=[], feedback_options=None, buttons=[], layout="bubble", rtl=True,
-            placeholder='<div dir="rtl">اكتب سؤالاً عن المقالات، أو اختر أحد الأمثلة أدناه.</div>',
-        )
-        with gr.Row(equal_height=True):
-            box = gr.Textbox(
-                elem_id="question", show_label=False, placeholder="اكتب سؤالك هنا…", rtl=True, scale=8,
-                autofocus=True, max_lines=4,
-            )
-            send = gr.Button("اسأل", variant="primary", scale=1, min_width=80)
-            clear = gr.Button("محادثة جديدة", scale=1, min_width=140)
-        with gr.Row(elem_id="examples"):
-            example_buttons = [gr.Button(q, size="sm", variant="secondary") for q in EXAMPLES]
-        with gr.Accordion("الإعدادات", open=False, elem_id="settings"):
-            with gr.Row():
-                top_k = gr.Slider(1, 10, value=config.top_k, step=1, label="عدد المقاطع المسترجعة")
-                temperature = gr.Slider(0.0, 1.0, value=config.temperature, step=0.1, label="درجة العشوائية")
-            model = gr.Radio(model_choices(config.generator), value=config.generator, label="النموذج")
+        with gr.Tabs():
+            with gr.Tab("المحادثة", id="chat-tab"):
+                chatbot = gr.Chatbot(
+                    elem_id="chat", show_label=False, height="68vh", render_markdown=False, sanitize_html=True,
+                    latex_delimiters=[], feedback_options=None, buttons=[], layout="bubble", rtl=True,
+                    placeholder='<div dir="rtl">اكتب سؤالاً عن المقالات، أو اختر أحد الأمثلة أدناه.</div>',
+                )
+                with gr.Row(equal_height=True):
+                    box = gr.Textbox(
+                        elem_id="question", show_label=False, placeholder="اكتب سؤالك هنا…", rtl=True, scale=8,
+                        autofocus=True, max_lines=4,
+                    )
+                    send = gr.Button("اسأل", variant="primary", scale=1, min_width=80)
+                    clear = gr.Button("محادثة جديدة", scale=1, min_width=140)
+                with gr.Row(elem_id="examples"):
+                    example_buttons = [gr.Button(q, size="sm", variant="secondary") for q in EXAMPLES]
+                with gr.Accordion("الإعدادات", open=False, elem_id="settings"):
+                    with gr.Row():
+                        top_k = gr.Slider(1, 10, value=config.top_k, step=1, label="عدد المقاطع المسترجعة")
+                        temperature = gr.Slider(0.0, 1.0, value=config.temperature, step=0.1, label="درجة العشوائية")
+                    model = gr.Radio(model_choices(config.generator), value=config.generator, label="النموذج")
+            with gr.Tab("المصادر", id="sources-tab", elem_id="sources") as sources_tab:
+                sources = sources_panel()
         questions = gr.State([])
         settings = [chatbot, questions, model, top_k, temperature]
         outputs = [chatbot, questions, box]
@@ -278,12 +475,51 @@ def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:
         answering.append(gr.on([box.submit, send.click], chat.respond, [box, *settings], outputs, **_queued(config)))
         clear.click(Chat.clear, None, outputs, queue=False, cancels=answering)
         chatbot.clear(Chat.clear, None, outputs, queue=False, cancels=answering)
+        wire_sources(Sources(assistant), sources_tab, **sources)
     return app.queue(max_size=MAX_QUEUE)
+
+
+def sources_panel() -> dict[str, gr.Component]:
+    """The sources tab's components: upload box, status, order, list of articles, delete menu and buttons."""
+    gr.HTML(f'<div class="note" dir="rtl">أضف مقالاتك ({limits_text()}): تُحفظ في مجلد المقالات وتُفهرس في الخلفية، '
+            "والمحادثة متاحة في أثناء ذلك. يُرفض الملف الذي لا يُقرأ منه نص، والنسخة المطابقة لمقال مفهرس.</div>")
+    panel = {"files": gr.File(label="أفلت الملفات هنا أو انقر لاختيارها", file_count="multiple",
+                              file_types=list(SUFFIXES), type="filepath", elem_id="upload", height=140),
+             "status": gr.HTML(elem_id="sources-status")}
+    with gr.Row():
+        panel["order"] = gr.Radio(ORDERS, value="date", label="الترتيب", rtl=True, scale=3)
+        panel["rebuild"] = gr.Button("حدّث الفهرس", size="sm", scale=1, min_width=120)
+    panel["listing"] = gr.HTML(elem_id="articles")
+    with gr.Row(equal_height=True):
+        panel["menu"] = gr.Dropdown(choices=[], value=None, label="مقال لحذفه", scale=4, elem_id="delete-menu")
+        panel["delete"] = gr.Button("احذف المقال", variant="stop", scale=1, min_width=120)
+    gr.HTML(f'<div class="note" dir="rtl">الحذف لا يمحو الملف: يُنقل إلى المجلد المخفي <bdi>{DELETED}/</bdi> داخل '
+            "مجلد المقالات، ثم يُحدَّث الفهرس فلا تعود المحادثة تجيب منه.</div>")
+    return panel
+
+
+def wire_sources(sources: Sources, tab: gr.Tab, files: gr.File, status: gr.HTML, order: gr.Radio, rebuild: gr.Button,
+                 listing: gr.HTML, menu: gr.Dropdown, delete: gr.Button) -> None:
+    """The sources tab's events: shown when opened, files added, articles deleted, the index rebuilt."""
+    shown = [status, listing, menu]
+    tab.select(sources.reload, [order], shown)
+    order.change(sources.show, [order], [listing, menu], queue=False)
+    files.upload(sources.upload, [files, order], [*shown, files], **INDEXING)
+    delete.click(sources.delete, [menu, order], shown, **INDEXING)
+    rebuild.click(sources.rebuild, [order], shown, **INDEXING)
 
 
 def _queued(config: Config) -> dict:
     """Event options of the answering events: they share the model's concurrency limit."""
     return {"concurrency_limit": config.concurrency, "concurrency_id": "model", "show_progress": "minimal"}
+
+
+def limits_text() -> str:
+    """The accepted file types and their size limits, e.g. '.txt و.md حتى 5 ميغابايت، …'."""
+    by_size: dict[int, list[str]] = {}
+    for suffix in SUFFIXES:
+        by_size.setdefault(MAX_BYTES[suffix] // MB, []).append(f"<bdi>{suffix}</bdi>")
+    return "، ".join(f"{' و'.join(names)} حتى {size} ميغابايت" for size, names in by_size.items())
 
 
 def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) -> str:
@@ -297,6 +533,7 @@ def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) ->
     _, url, _ = app.launch(
         server_name=config.host, server_port=config.port, auth=auth, share=False, ssr_mode=False,
         prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, footer_links=[],
+        max_file_size=max(MAX_BYTES.values()),  # refused before it is stored; each type's own limit is checked after
         theme=gr.themes.Soft(font=FONTS, font_mono=["ui-monospace", "monospace"]), css=CSS, js=PAGE_JS,
     )
     return url

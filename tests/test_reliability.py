@@ -573,6 +573,46 @@ def test_with_auth_the_app_requires_a_login(serve):
     assert "في فبراير عام 2007" in messages[-1]["content"][0]["text"]
 
 
+def test_with_auth_only_a_logged_in_user_adds_or_deletes_articles(serve, fake_assistant, tmp_path):
+    url = serve(auth="reader:s3cret")
+    seeds = fake_assistant.config.seeds_dir
+    before = {p.name: p.read_bytes() for p in seeds.iterdir()}
+    page = tmp_path / "museum.txt"
+    page.write_text("افتتاح متحف اللبان\nافتتح متحف اللبان في مدينة صلالة في 3 مارس 2021 بحضور وزير التراث.",
+                    encoding="utf-8")
+    with httpx.Client(base_url=url, timeout=10) as anonymous:
+        upload = anonymous.post("/gradio_api/upload", files={"files": ("museum.txt", page.read_bytes())})
+        assert upload.status_code == 401
+        for fn_index in range(12):  # whichever event it names: adding, deleting, rebuilding
+            join = anonymous.post("/gradio_api/queue/join", json={"data": ["a_visit.txt", "date"],
+                                                                 "fn_index": fn_index, "session_hash": "anonymous2"})
+            assert join.status_code == 401
+    assert {p.name: p.read_bytes() for p in seeds.iterdir()} == before
+
+    from gradio_client import Client, handle_file
+
+    client = Client(url, auth=("reader", "s3cret"), verbose=False)
+    try:
+        status, listing, _, _ = client.predict([handle_file(page)], "date", api_name="/upload")
+        assert "أُضيف <bdi>museum.txt</bdi>" in status and "<bdi>museum.txt</bdi>" in listing
+        status, listing, _ = client.predict("c_relations.txt", "date", api_name="/delete")
+        assert "c_relations.txt" not in listing
+    finally:
+        client.close()
+    assert (seeds / "museum.txt").is_file() and (seeds / ".deleted" / "c_relations.txt").is_file()
+
+
+def test_an_upload_over_the_largest_limit_is_refused_before_it_is_stored(serve, monkeypatch):
+    from rag import ui
+
+    for suffix in ui.SUFFIXES:
+        monkeypatch.setitem(ui.MAX_BYTES, suffix, 1000)
+    url = serve()
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        assert browser.post("/gradio_api/upload", files={"files": ("big.pdf", b"%" * 1001)}).status_code == 413
+        assert browser.post("/gradio_api/upload", files={"files": ("small.pdf", b"%" * 1000)}).status_code == 200
+
+
 def test_the_server_serves_no_file_by_path(serve, fake_assistant):
     url = serve()
     article = fake_assistant.config.seeds_dir / "a_visit.txt"

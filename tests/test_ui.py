@@ -45,7 +45,8 @@ def test_answer_streams_then_shows_linked_markers_and_cards(fake_assistant):
     assert '2007 <a class="cite" href="#src-0-1">[1]</a>.' in answer
     assert 'id="src-0-1"' in answer and "a_visit.txt" in answer and "2022-10-12" in answer
     assert "زيارة بوتين إلى الدوحة" in answer  # the article title
-    assert "<mark>قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007" in answer
+    assert ('<span class="quote">قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في <mark>فبراير عام 2007</mark>، '
+            "وهي أول زيارة له إلى قطر كرئيس.</span>") in answer  # the sentence, and in it the words copied
     assert "غير مؤكد" not in answer
 
 
@@ -175,6 +176,25 @@ def test_context_window_is_cut_at_words():
     lines = "بقية سطر سابق.\nسطر كامل " + "الجملة" + " تتمة.\nسطر تال طويل"
     start = lines.index("الجملة")
     assert in_context(lines, start, start + 6, width=14) == "سطر كامل <mark>الجملة</mark> تتمة."
+
+
+def test_a_card_marks_the_copied_span_inside_its_sentence_or_the_whole_sentence_without_one(fake_assistant):
+    text = fake_assistant.article("a_visit.txt").text
+    sentence = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."
+    start = text.index(sentence)
+    span = text.index("فبراير عام 2007")
+
+    def cited(span_start, span_end) -> str:
+        c = Citation(1, "a_visit.txt", "زيارة بوتين إلى الدوحة", "2022-10-12", start, start + len(sentence), sentence,
+                     True, 0.0, span_start, span_end)
+        return answer_html(Answer(QUESTION, "فبراير عام 2007 [1].", [c], False, []), fake_assistant, 0)
+
+    copied = cited(span, span + len("فبراير عام 2007"))
+    assert copied.count("<mark>") == 1 and "في <mark>فبراير عام 2007</mark>، وهي" in copied
+    assert '<span class="quote">قام الرئيس' in copied and "كرئيس.</span>" in copied
+    assert "زيارة بوتين إلى الدوحة<br>" in copied  # the context around the sentence, unhighlighted
+    for decided in (cited(None, None), cited(0, 5)):  # a yes/no answer's deciding sentence; a span outside it
+        assert f"<mark>{sentence}</mark>" in decided and "quote" not in decided
 
 
 def test_escape_keeps_one_line_break_per_run():
