@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -50,9 +52,10 @@ def build(spec: ExportSpec, source: Path, target: Path, source_sha256: str, log:
         for name in COPIED:
             if (source / name).exists():
                 shutil.copy2(source / name, out / name)
-        graph, reference = export_onnx(source, work / "fp32", log)
-        log(f"{spec.name}: {spec.quantization} for {spec.runtime}")
-        QUANTIZERS[spec.quantization](graph, out)
+        with quiet_libraries():
+            graph, reference = export_onnx(source, work / "fp32", log)
+            log(f"{spec.name}: {spec.quantization} for {spec.runtime}")
+            QUANTIZERS[spec.quantization](graph, out)
         check(RUNTIMES[spec.runtime](out, device="cpu"), reference)
         files = {p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
         marker = {"name": spec.name, "source": spec.source, "source_sha256": source_sha256,
@@ -63,13 +66,23 @@ def build(spec: ExportSpec, source: Path, target: Path, source_sha256: str, log:
         out.rename(target)
     except RagError:
         raise
-    except MemoryError as e:
-        raise RagError(f"{spec.name}: not enough memory to export the model (about 6 GB); nothing was kept") from e
     except Exception as e:  # the exporters and quantizers raise many kinds of errors: one line, nothing kept
         raise RagError(f"could not build {spec.name}: {type(e).__name__}: {e}; nothing was kept") from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence the exporters' and quantizers' deprecation warnings and advice while they run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def versions() -> dict[str, str]:
