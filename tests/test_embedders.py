@@ -260,10 +260,13 @@ def fp32_vectors(real_models) -> dict:
     return {"embedder": fp32, **{kind: fp32.embed_batch(texts, kind) for kind, texts in seed_texts().items()}}
 
 
-# Measured on the 36 seed chunks and 49 dev questions (evals/bench_embedders.py): lowest cosine to fp32 0.944 for
-# dynamic int8 (onnx), 0.99 for static int8 (openvino), 0.999 for int8 weights; the bounds leave a little room.
-BOUNDS = {"embeddinggemma-300m-onnx-int8": 0.93, "embeddinggemma-300m-openvino-int8": 0.98,
-          "embeddinggemma-300m-openvino-w8": 0.995}
+# (mean, min) cosine to fp32 that a variant must reach on the 36 seed chunks and on the 49 dev questions. Measured
+# (evals/bench_embedders.py, all 168 gold questions): dynamic int8 0.962 / 0.945 for chunks, 0.975 / 0.939 for
+# questions; static int8 0.995 / 0.992 and 0.993 / 0.977; int8 weights 0.9993 / 0.999 and 0.9994 / 0.9987. Dynamic
+# int8 quantizes each batch's activations with one scale, and EmbeddingGemma's activations have outliers: its
+# vectors stray the most, yet its recall stays within 0.01 of fp32's. The bounds leave room for other CPUs.
+BOUNDS = {"embeddinggemma-300m-onnx-int8": (0.95, 0.92), "embeddinggemma-300m-openvino-int8": (0.985, 0.97),
+          "embeddinggemma-300m-openvino-w8": (0.998, 0.995)}
 
 
 @pytest.mark.real
@@ -276,7 +279,8 @@ def test_real_variant_vectors_are_unit_length_and_close_to_fp32(name, real_model
         vectors = embedder.embed_batch(texts, kind)
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
         cosines = (vectors * fp32_vectors[kind]).sum(axis=1)
-        assert cosines.min() > BOUNDS[name], f"{kind}: mean {cosines.mean():.4f}, min {cosines.min():.4f}"
+        mean, least = BOUNDS[name]
+        assert cosines.mean() > mean and cosines.min() > least, f"{kind}: {cosines.mean():.4f}, {cosines.min():.4f}"
 
 
 @pytest.mark.real
