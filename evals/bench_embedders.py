@@ -115,15 +115,21 @@ def judge(variants: list[dict]) -> None:
                              and all(delta >= -RECALL_SLACK for delta in recall.values()))
 
 
+def _figures(scores: dict) -> str:
+    return f"{scores['recall@1']:.3f} / {scores['recall@5']:.3f} / {scores['mrr']:.3f}"
+
+
 def render_markdown(result: dict) -> str:
     """The report: speed, fidelity and recall per variant, then the sweeps."""
-    m = result["machine"]
+    m, base = result["machine"], result["variants"][0]
     lines = [f"# Embedding backends ({result['created']})", "",
              f"- machine: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_start']} at start, "
              f"{m['load_average_end']} at end (the cores are shared: rates are lower bounds)",
              f"- commit `{result['commit'][:12]}`; flags {' '.join(result['argv']) or '(none)'}",
-             f"- XQuAD-ar: {result['xquad_questions']} questions; gold: questions with sources of "
-             "gold-dev.jsonl and gold-test.jsonl", "",
+             f"- gold: the {base['gold']['hybrid']['n']} questions with sources of gold-dev.jsonl and "
+             f"gold-test.jsonl over the {base['gold']['chunks']} chunks of seeds/; XQuAD-ar: "
+             f"{base.get('xquad', {}).get('questions', 0)} questions over "
+             f"{base.get('xquad', {}).get('chunks', 0)} chunks", "",
              f"Target: at least {TARGET_RATE:g} chunks/s and hybrid recall@5 within {RECALL_SLACK} of fp32's.", ""]
     rows = []
     for v in result["variants"]:
@@ -133,8 +139,7 @@ def render_markdown(result: dict) -> str:
                      e["projected_hours_for_1e5_articles"],
                      f"{c['documents']['mean']:.4f} / {c['documents']['min']:.4f}" if c else "1 (baseline)",
                      f"{c['queries']['mean']:.4f} / {c['queries']['min']:.4f}" if c else "1 (baseline)",
-                     f"{gold['recall@1']:.3f} / {gold['recall@5']:.3f} / {gold['mrr']:.3f}",
-                     f"{xq['recall@1']:.3f} / {xq['recall@5']:.3f} / {xq['mrr']:.3f}" if xq else "–",
+                     _figures(gold), _figures(xq) if xq else "–",
                      " ".join(f"{k} {d:+.3f}" for k, d in v["recall@5_vs_fp32"].items()),
                      str(e["load_average"]), "yes" if v["meets_target"] else "no"])
     lines += _table(["variant", "load (s)", "threads / batch", "chunks/s", "hours for 10^5 articles",
@@ -143,8 +148,8 @@ def render_markdown(result: dict) -> str:
                      "meets target"], rows)
     lines += ["", "## Dense-only retrieval (what the embedder alone finds)", ""]
     lines += _table(["variant", "gold dense R@1 / R@5 / MRR", "XQuAD dense R@1 / R@5 / MRR"],
-                    [[v["name"], *(f"{d['recall@1']:.3f} / {d['recall@5']:.3f} / {d['mrr']:.3f}" for d in
-                                   (v[w]["dense"] for w in ("gold", "xquad") if w in v))] for v in result["variants"]])
+                    [[v["name"], *(_figures(v[w]["dense"]) if w in v else "–" for w in ("gold", "xquad"))]
+                     for v in result["variants"]])
     lines += ["", "## Sweep (chunks/s on the seed chunks; threads 0 = the library's default)", ""]
     lines += _table(["variant", "threads", "batch", "chunks/s", "load average"],
                     [[v["name"], s["threads"], r["batch"], r["chunks_per_s"], str(r["load_average"])]
@@ -167,8 +172,7 @@ def run(args: argparse.Namespace) -> dict:
     """Every variant (fp32 first), then the cosines and the verdicts."""
     started = time.perf_counter()
     names = [BASELINE, *(n for n in args.variants if n != BASELINE)]
-    result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine(),
-                    "xquad_questions": args.questions or "all"}
+    result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine()}
     result["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
                                       text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="rag-embedders-") as tmp:
