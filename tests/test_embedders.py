@@ -14,7 +14,7 @@ from rag import models
 from rag.cli import main
 from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import make_embedder
-from rag.embedders.exported import OnnxEmbedder, Tokens, require
+from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require
 from rag.errors import RagError
 from rag.models import BUILT, EXPORTS, MODELS, resolve
 
@@ -122,6 +122,13 @@ def test_every_export_is_built_marked_and_made_by_the_factory(built):
         assert "onnxruntime" in marker["versions"] and BUILT not in marker["files"]
     assert len(ids) == len(EXPORTS)
     assert sorted(p.name for p in built.iterdir()) == sorted(s.target for s in EXPORTS.values())  # nothing hidden
+
+
+def test_a_rebuild_from_the_same_weights_keeps_the_id(built, tmp_path):
+    spec = EXPORTS["embeddinggemma-300m-openvino-int8"]
+    again = export.build(spec, tmp_path / "source", tmp_path / "again" / spec.target, SOURCE_SHA, log=lambda *_: None)
+    assert OpenVinoEmbedder(again).id == OpenVinoEmbedder(built / spec.target).id
+    assert json.loads((again / BUILT).read_text())["calibration_sha256"]  # the seed chunks and dev questions
 
 
 def test_prompts_are_applied_as_sentence_transformers_does(tmp_path):

@@ -4,6 +4,7 @@ and tokenization as in sentence-transformers (the source's tokenizer and config 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -16,6 +17,7 @@ from rag.config import Config
 from rag.embedders.base import Kind
 from rag.embedders.sbert import folder_fingerprint
 from rag.errors import RagError
+from rag.models import BUILT
 
 
 def require(module: str, what: str) -> ModuleType:
@@ -24,6 +26,17 @@ def require(module: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         raise RagError(f"{what} needs the package {module.split('.')[0]}: pip install -e '.[fast]' (see README)") from e
+
+
+def export_fingerprint(folder: Path) -> str:
+    """Identity of an exported model: what it was built from and with (its export.json less the file sizes, which
+    vary with the node names an exporter picks), or its files when it has no export.json."""
+    try:
+        built = json.loads((folder / BUILT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return folder_fingerprint(folder)
+    built.pop("files", None)
+    return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Tokens:
@@ -63,7 +76,7 @@ class OnnxEmbedder:
             raise
         except Exception as e:  # a damaged folder raises many kinds of errors; say which folder
             raise RagError(f"cannot load the embedding model from {folder}: {e}") from e
-        self.id = f"{folder.name}@{folder_fingerprint(folder)}"
+        self.id = f"{folder.name}@{export_fingerprint(folder)}"
         self.batch_size = batch_size
 
     @classmethod
