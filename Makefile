@@ -39,7 +39,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	ls $(CACHE)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(CACHE)/wheels
 	$(BIN)/pip install -q --find-links $(CACHE)/wheels llama-cpp-python==$(LLAMA_CPP_VERSION)
-	$(BIN)/pip install -q -e '.[llm,ui,server,test,pg]'
+	$(BIN)/pip install -q -e '.[llm,ui,server,test,pg,fast]'
 	touch $@
 
 setup: $(BIN)/.installed

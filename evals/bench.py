@@ -267,13 +267,13 @@ def seed_chunks(config: Config) -> tuple[list[Chunk], int]:
     return [c for a in articles for c in chunk_article(a, config.chunk_size, config.chunk_overlap)], len(articles)
 
 
-def bench_embedding(embedder: Embedder, config: Config, target: int = 200) -> dict:
+def bench_embedding(embedder: Embedder, config: Config, target: int = 200, batch: int = 16) -> dict:
     """Chunks per second embedding real seed chunks (repeated to `target`) as `rag index` does: sorted by length,
     in batches; and the projected time to embed 10^5 articles."""
     chunks, articles = seed_chunks(config)
     repeated = chunks * math.ceil(target / len(chunks))
     started = time.perf_counter()
-    embed_documents(repeated, embedder)
+    embed_documents(repeated, embedder, batch)
     seconds = time.perf_counter() - started
     rate = len(repeated) / seconds
     per_article = len(chunks) / articles

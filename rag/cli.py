@@ -44,15 +44,16 @@ def _question(words: list[str]) -> str:
 
 
 def cmd_models(args, config: Config) -> None:
-    from rag.models import MODELS, pull
+    from rag.models import EXPORTS, MODELS, pull
 
+    # By default the configured models and every downloadable one; exports are built only when named or configured.
     names = args.names or [config.embedder, config.generator, *[n for n in MODELS if n not in
                                                                 (config.embedder, config.generator)]]
     for name in names:
-        if name in MODELS:
+        if name in MODELS or name in EXPORTS:
             pull(name, config.models_dir, CACHE_DIR / "downloads")
         elif args.names:
-            raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+            raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS | EXPORTS)}")
 
 
 def cmd_index(args, config: Config) -> None:
@@ -136,7 +137,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     models = sub.add_parser("models", help="manage the local models")
     models_sub = models.add_subparsers(dest="action", required=True)
-    pull = models_sub.add_parser("pull", help="download, join and verify the default models")
+    pull = models_sub.add_parser("pull", help="download, join and verify the default models; build a "
+                                  "named export (e.g. embeddinggemma-300m-onnx-int8) from them")
     pull.add_argument("names", nargs="*", help="model names (default: all registered models)")
     pull.set_defaults(func=cmd_models)
     sub.add_parser("index", help="(re)build the index from the articles folder").set_defaults(func=cmd_index)

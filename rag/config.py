@@ -33,7 +33,11 @@ class Config:
     store: str = setting("faiss", "search store: faiss (a local folder) or pgvector (a PostgreSQL server)")
     pg_dsn: str = setting("", "PostgreSQL connection string for store = pgvector (or RAG_PG_DSN)")
     pg_schema: str = setting("rag", "PostgreSQL schema the pgvector store keeps its tables in")
-    embedder: str = setting("embeddinggemma-300m", "embedding model: a registered name or a local folder")
+    embedder: str = setting("embeddinggemma-300m", "embedding model: a registered name (faster variants: "
+                            "embeddinggemma-300m-onnx-int8, -openvino-int8, -openvino-w8) or a local folder")
+    device: str = setting("auto", "where the embedding model runs: auto (CUDA when available, else the CPU), cpu or "
+                                  "cuda")
+    embed_threads: int = setting(0, "CPU threads of the embedding model (0: the library's default, one per core)")
     generator: str = setting("qwen2.5-coder-1.5b",
                              "answer model: a registered name, a local .gguf file, or openai:http://host:port/v1")
     generator_model: str = setting("", "model name sent to an OpenAI-compatible server")
@@ -140,6 +144,10 @@ def _validate(config: Config) -> Config:
                        f"not {config.chunk_overlap}")
     if config.reader not in ("extract", "free"):
         raise RagError(f"setting reader must be 'extract' or 'free', not {config.reader!r}")
+    if config.embed_threads < 0:
+        raise RagError(f"setting embed_threads must be 0 (one per core) or more, not {config.embed_threads}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise RagError(f"setting device must be 'auto', 'cpu' or 'cuda', not {config.device!r}")
     if config.evidence not in ("sentences", "passages"):
         raise RagError(f"setting evidence must be 'sentences' or 'passages', not {config.evidence!r}")
     if not 0 <= config.temperature <= 2:

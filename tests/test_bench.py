@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,32 @@ def test_scale_ivf_index(bench, tmp_path: Path, monkeypatch):
     assert 0 <= row["recall@10"] <= 1
     assert [r["shipped"] for r in row["nprobe_sweep"]].count(True) == 1
     assert all(0 <= r["recall@10"] <= 1 and r["search_ms_p50"] >= 0 for r in row["nprobe_sweep"])
+
+
+def test_embedders_benchmark_measures_judges_and_reports(tmp_path: Path, monkeypatch):
+    """evals/bench_embedders.py with the hash embedder in this process (the real run spawns one per variant)."""
+    monkeypatch.syspath_prepend(str(PACKAGE_ROOT / "evals"))
+    bench_embedders = importlib.import_module("bench_embedders")
+    monkeypatch.setattr(bench_embedders, "BASELINE", "hash:")
+    squad = {"data": [{"paragraphs": [{"context": "زار بوتين الدوحة في فبراير 2007.", "qas": [
+        {"id": "a", "question": "متى زار بوتين الدوحة؟", "answers": [{"text": "فبراير 2007"}]}]}, {
+        "context": "تعود العلاقات بين قطر وروسيا إلى عام 1988.", "qas": [
+            {"id": "b", "question": "منذ متى العلاقات بين قطر وروسيا؟", "answers": [{"text": "1988"}]}]}]}]}
+    (tmp_path / "squad.json").write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
+    swept = bench_embedders.sweep("hash:", 0, [4, 8], 8)
+    assert [r["batch"] for r in swept["rates"]] == [4, 8] and all(r["chunks_per_s"] > 0 for r in swept["rates"])
+    measured = bench_embedders.measure("hash:", 0, 8, 8, tmp_path / "squad.json", 0, tmp_path)
+    assert measured["gold"]["hybrid"]["n"] > 100 and measured["xquad"]["questions"] == 2
+    assert measured["xquad"]["hybrid"]["recall@5"] == 1.0  # two paragraphs: the right one is always in the top 5
+    variants = [{**measured, "sweep": [swept]}, {**measured, "name": "copy", "sweep": []}]
+    for kind in ("documents", "queries"):
+        shutil.copy(tmp_path / f"hash:-{kind}.npy", tmp_path / f"copy-{kind}.npy")
+    variants[1]["cosine"] = bench_embedders.cosines(tmp_path, "copy")
+    assert variants[1]["cosine"]["documents"]["min"] == pytest.approx(1.0, abs=1e-4)
+    bench_embedders.judge(variants)
+    assert variants[1]["recall@5_vs_fp32"] == {"gold": 0.0, "xquad": 0.0}
+    result = {"created": "now", "argv": [], "commit": "0" * 40, "variants": variants,
+              "machine": {"cpus": 2, "cpu_model": "x", "load_average_start": [0, 0, 0], "load_average_end": [0, 0, 0]}}
+    path = bench_embedders.write_results(result, tmp_path / "out")
+    report = (tmp_path / "out" / "embedders-latest.md").read_text()
+    assert path.exists() and "| copy |" in report and "XQuAD-ar: 2 questions" in report

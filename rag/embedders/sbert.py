@@ -1,4 +1,4 @@
-"""The default embedder: a local sentence-transformers model folder (EmbeddingGemma-300M), on the CPU by default."""
+"""The default embedder: a local sentence-transformers model folder (EmbeddingGemma-300M), on CUDA when there is one."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def folder_fingerprint(folder: Path) -> str:
         if size < 1_000_000:
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def torch_device(setting: str) -> str:
+    """The torch device for the device setting: 'auto' is CUDA when torch sees a GPU, else the CPU."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RagError("device = cuda, but torch sees no CUDA GPU (this torch build may be CPU-only): set device "
+                       "to auto or cpu")
+    return setting
 
 
 class SentenceTransformerEmbedder:
@@ -51,9 +63,13 @@ class SentenceTransformerEmbedder:
     @classmethod
     def from_config(cls, config: Config, spec: str) -> SentenceTransformerEmbedder:
         """The model named by spec: a registered model pulled into models_dir, or a local folder."""
+        import torch
+
         from rag.models import resolve
 
-        return cls(resolve(spec, config.models_dir, "embedder"))
+        if config.embed_threads:
+            torch.set_num_threads(config.embed_threads)  # torch has one thread pool per process
+        return cls(resolve(spec, config.models_dir, "embedder"), device=torch_device(config.device))
 
     def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
         """Encode texts with the model's query or document prompt."""
