@@ -1,6 +1,7 @@
 """The package as users install it: a wheel (not an editable checkout) carries its prompts, strings and data, and
 `rag ask` works from it."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,12 @@ DATA = ["rag/prompts/reader_system.txt", "rag/prompts/reader.toml", "rag/prompts
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), str(PACKAGE_ROOT)],
+    """The wheel of the package, built from a copy of its sources (a build leaves files behind where it runs)."""
+    source, folder = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE_ROOT / name, source / name)
+    shutil.copytree(PACKAGE_ROOT / "rag", source / "rag", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), str(source)],
                    check=True, capture_output=True)
     [built] = folder.glob("arabic_rag-*.whl")
     return built
