@@ -23,7 +23,7 @@ def test_defaults_without_any_file_or_variable():
     config = load_config()
     assert config == Config()
     assert (config.top_k, config.chunk_size, config.chunk_overlap) == (4, 600, 80)
-    assert config.embedder == "embeddinggemma-300m"
+    assert config.embedder == "embeddinggemma-300m-openvino-w8"
 
 
 def test_each_layer_overrides_the_one_below(tmp_path, monkeypatch):

@@ -263,7 +263,7 @@ def seed_texts() -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def fp32_vectors(real_models) -> dict:
     """fp32 vectors of the seed chunks and dev questions, and the fp32 embedder."""
-    fp32 = make_embedder(load_config(models_dir=real_models, device="cpu"))
+    fp32 = make_embedder(load_config(models_dir=real_models, device="cpu", embedder="embeddinggemma-300m"))
     return {"embedder": fp32, **{kind: fp32.embed_batch(texts, kind) for kind, texts in seed_texts().items()}}
 
 

@@ -641,7 +641,7 @@ class Recording:
     """Wraps a generator and keeps the messages it was given."""
 
     def __init__(self, generator):
-        self.inner, self.id, self.prompts = generator, generator.id, []
+        self.inner, self.id, self.features, self.prompts = generator, generator.id, generator.features, []
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -649,6 +649,14 @@ class Recording:
     def generate(self, messages, max_tokens, stop, temperature):
         self.prompts.append(messages)
         yield from self.inner.generate(messages, max_tokens, stop, temperature)
+
+    def extract(self, messages, spans, max_tokens, whole=False):
+        self.prompts.append(messages)
+        yield from self.inner.extract(messages, spans, max_tokens, whole)
+
+    def choose(self, messages, options):
+        self.prompts.append(messages)
+        return self.inner.choose(messages, options)
 
 
 @pytest.mark.real
