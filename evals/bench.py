@@ -284,7 +284,8 @@ def bench_embedding(embedder: Embedder, config: Config, target: int = 200, batch
 
 
 def _build(seeds: Path, folder: Path, embedder: Embedder, config: Config) -> dict:
-    report = build_index(seeds, FaissStore(folder), embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
+    store = make_store(config.replace(index_dir=folder, store="faiss"))
+    report = build_index(seeds, store, embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
     return {"seconds": report.seconds, "chunks": report.chunks, "embedded": report.embedded,
             "added": len(report.added), "removed": len(report.removed)}
 

@@ -28,7 +28,7 @@ from bench import MB, _load, _quiet, clustered_vectors, in_subprocess, machine, 
 
 from rag.assistant import Assistant
 from rag.chunk import Chunk
-from rag.config import PACKAGE_ROOT, load_config
+from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import Embedder, make_embedder
 from rag.evaluate import (
     GOLD_KS,
@@ -43,8 +43,8 @@ from rag.evaluate import (
 from rag.index import build_index
 from rag.ingest import Article
 from rag.normalize import terms
+from rag.stores import make_store
 from rag.stores.base import DEPTH, FORMAT_VERSION, Store
-from rag.stores.faiss import FaissStore
 from rag.stores.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgVectorStore, shown_dsn
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
@@ -107,6 +107,16 @@ def search_figures(store: Store, queries: np.ndarray, words: list[list[str]], tr
     return out
 
 
+def faiss_store(folder: Path) -> Store:
+    """The FAISS store of a folder, built by the factory as the product builds it."""
+    return make_store(Config(index_dir=folder, store="faiss"))
+
+
+def pg_store(dsn: str) -> Store:
+    """The pgvector store of a database, in the benchmark's own schema, built by the factory."""
+    return make_store(Config(store="pgvector", pg_dsn=dsn, pg_schema=SCHEMA))
+
+
 def _rss_mb() -> float:
     return round(psutil.Process().memory_info().rss / MB, 1)
 
@@ -118,11 +128,11 @@ def bench_faiss(n: int, queries: int, work: Path) -> dict:
     corpus, query, chunks, words = synthetic(n, queries)
     truth = faiss.knn(query, corpus, K, metric=faiss.METRIC_INNER_PRODUCT)[1].tolist()
     folder = work / f"faiss-{n}"
-    build = publish(FaissStore(folder), chunks, corpus)
+    build = publish(faiss_store(folder), chunks, corpus)
     disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     del chunks
     before = _rss_mb()
-    store = FaissStore(folder)
+    store = faiss_store(folder)
     started = time.perf_counter()
     store.snapshot  # noqa: B018  loads the published version
     load = round(time.perf_counter() - started, 2)
@@ -159,16 +169,16 @@ def session_dsn(dsn: str, **settings: str) -> str:
 def bench_pgvector(n: int, queries: int, dsn: str, truth: list[list[int]], build_settings: dict) -> dict:
     """pgvector store at n chunks: build (COPY, indexes, statistics), table sizes, search, ef_search values."""
     corpus, query, chunks, words = synthetic(n, queries)
-    build = publish(PgVectorStore(session_dsn(dsn, **build_settings), SCHEMA), chunks, corpus)
+    build = publish(pg_store(session_dsn(dsn, **build_settings)), chunks, corpus)
     del chunks
-    store = PgVectorStore(dsn, SCHEMA)
+    store = pg_store(dsn)
     figures = search_figures(store, query, words, truth)
     tables = store.version.tables
     disk = store.conn.execute("SELECT sum(pg_total_relation_size(t)) FROM unnest(%s::regclass[]) AS t",
                               (list(tables.values()),)).fetchone()[0]
     sweep = []
     for ef in EF_SEARCH:
-        tuned = PgVectorStore(session_dsn(dsn, **{"hnsw.ef_search": str(ef)}), SCHEMA)
+        tuned = pg_store(session_dsn(dsn, **{"hnsw.ef_search": str(ef)}))
         sweep.append({"ef_search": ef, **search_figures(tuned, query, words, truth)})
         tuned.close()
     return {"store": "pgvector", "chunks": n, "index": store.manifest()["dense"]["type"], "build_s": build,
@@ -214,7 +224,7 @@ def compare_stores(seeds: Path, questions: list[dict], ks: tuple[int, ...], embe
     questions whose hybrid passages are the same in both."""
     config = load_config(seeds_dir=seeds)
     out, passages = {}, {}
-    for store in (FaissStore(work / "faiss"), PgVectorStore(dsn, SCHEMA)):
+    for store in (faiss_store(work / "faiss"), pg_store(dsn)):
         build_index(seeds, store, embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
         records = evaluate(Assistant(config, embedder, store), questions, ks, [])
         out[store.name] = summarize_retrieval(records, ks)
@@ -293,7 +303,7 @@ def targets(result: dict) -> list[dict]:
 
 def server_settings(dsn: str) -> dict:
     """Version and memory settings of the server."""
-    store = PgVectorStore(dsn, SCHEMA)
+    store = pg_store(dsn)
     row = store.conn.execute("""SELECT current_setting('server_version'), current_setting('shared_buffers'),
                                        (SELECT extversion FROM pg_extension WHERE extname = 'vector')""").fetchone()
     store.close()
@@ -302,7 +312,7 @@ def server_settings(dsn: str) -> dict:
 
 def drop_schema(dsn: str) -> None:
     """Remove the benchmark's tables."""
-    store = PgVectorStore(dsn, SCHEMA)
+    store = pg_store(dsn)
     store.conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     store.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import importlib
 import io
 import re
 import unicodedata
@@ -15,7 +14,7 @@ from itertools import groupby
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
-from rag.errors import RagError
+from rag.errors import RagError, require
 
 if TYPE_CHECKING:  # the libraries load only when a file of their kind is read
     from docx.document import Document
@@ -40,10 +39,7 @@ class Extracted:
 
 def _require(module: str, package: str) -> ModuleType:
     """Import a reader library, or tell the user which pip package to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise RagError(f"reading this file type needs {package}: pip install {package} ({e})") from e
+    return require(module, "reading this file type", f"pip install {package}")
 
 
 def _reason(what: str, error: BaseException) -> str:

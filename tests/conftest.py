@@ -102,8 +102,9 @@ GENERATORS["scripted"] = "conftest:ScriptedGenerator"
 
 def build_store(seeds: Path, folder: Path, embedder=None, size: int = 200, overlap: int = 20, log=None) -> FaissStore:
     """Build a FAISS index of seeds into folder (hash embedder by default) and return it, freshly opened."""
-    build_index(seeds, FaissStore(folder), embedder or HashEmbedder(), size, overlap, log=log or (lambda *_: None))
-    return FaissStore(folder)
+    config = Config(seeds_dir=seeds, index_dir=folder, store="faiss")
+    build_index(seeds, make_store(config), embedder or HashEmbedder(), size, overlap, log=log or (lambda *_: None))
+    return make_store(config)
 
 
 def free_port() -> int:
@@ -149,6 +150,12 @@ def isolated(monkeypatch, tmp_path: Path) -> None:
         if name.startswith("RAG_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def hash_cli(isolated, monkeypatch) -> None:
+    """`rag` run in this process with the hash embedder in place of the real model."""
+    monkeypatch.setenv("RAG_EMBEDDER", "hash:")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from rag import models
 from rag.cli import main
 from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import make_embedder
-from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require
+from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require_fast
 from rag.errors import RagError
 from rag.models import BUILT, EXPORTS, MODELS, resolve
 
@@ -218,7 +218,7 @@ def test_a_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib, "import_module",
                         lambda name: (_ for _ in ()).throw(ImportError(name)) if name == "onnxruntime" else real(name))
     with pytest.raises(RagError, match=r"the onnx embedder needs the package onnxruntime: pip install -e '\.\[fast\]'"):
-        require("onnxruntime", "the onnx embedder")
+        require_fast("onnxruntime", "the onnx embedder")
 
 
 def test_the_device_setting(built, monkeypatch):

@@ -159,13 +159,10 @@ class NoisyHashEmbedder(HashEmbedder):
     dims = 256
 
     def embed_batch(self, texts: list[str], kind: str) -> np.ndarray:
-        self.calls += len(texts)
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        out = super().embed_batch(texts, kind)
         for row, text in enumerate(texts):
-            for term in terms(text) or ["<empty>"]:
-                out[row, int(hashlib.md5(term.encode()).hexdigest(), 16) % self.dims] += 1.0
             seed = int(hashlib.md5(text.encode()).hexdigest(), 16)
-            out[row] += 0.05 * np.random.default_rng(seed).standard_normal(self.dims)
+            out[row] += 0.05 * np.random.default_rng(seed).standard_normal(self.dims).astype(np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
@@ -453,16 +450,6 @@ def test_a_database_without_pgvector_is_a_clear_error_before_any_embedding(seeds
 
 
 # --- The `rag` command ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hash_cli(monkeypatch, tmp_path):
-    """`rag` in this process, the hash embedder in place of the real model, no settings from the machine."""
-    for name in list(os.environ):
-        if name.startswith("RAG_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RAG_EMBEDDER", "hash:")
 
 
 def test_rag_index_then_search_with_the_pgvector_store(hash_cli, seeds, schema, capsys):

@@ -311,16 +311,6 @@ def test_format_evidence_gives_exactly_one_line_per_passage(items):
 # --- Articles at index time, through `rag index` ----------------------------------------------------------------
 
 
-@pytest.fixture
-def hash_cli(monkeypatch, tmp_path):
-    """`rag index` in this process with the hash embedder in place of the real model."""
-    for name in list(os.environ):
-        if name.startswith("RAG_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RAG_EMBEDDER", "hash:")
-
-
 def test_rag_index_names_every_skipped_article_and_indexes_the_rest(hash_cli, seeds, tmp_path, capsys):
     (seeds / "e_empty.txt").write_bytes(b"")
     (seeds / "f_boilerplate.txt").write_text("شارك\nاترك تعليقاً\nزر الذهاب إلى الأعلى", encoding="utf-8")

@@ -25,7 +25,7 @@ import numpy as np
 
 from rag.config import PACKAGE_ROOT
 from rag.embedders.base import Kind
-from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require
+from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require_fast
 from rag.embedders.sbert import SentenceTransformerEmbedder
 from rag.errors import RagError
 from rag.models import BUILT, ExportSpec
@@ -99,7 +99,7 @@ def versions() -> dict[str, str]:
 def export_onnx(source: Path, folder: Path, log: Callable) -> tuple[Path, np.ndarray]:
     """The fp32 ONNX graph of the whole sentence-transformers model in source (folder/model.onnx, weights beside
     it), and the model's own vectors of the CHECK texts."""
-    require("onnxscript", "exporting the model to ONNX")  # torch.onnx's exporter writes the graph with it
+    require_fast("onnxscript", "exporting the model to ONNX")  # torch.onnx's exporter writes the graph with it
     import torch
 
     fp32 = SentenceTransformerEmbedder(source, device="cpu")
@@ -131,7 +131,7 @@ def export_onnx(source: Path, folder: Path, log: Callable) -> tuple[Path, np.nda
 
 def dynamic_int8(graph: Path, out: Path) -> dict:
     """out/model.onnx: the matrix products with int8 weights (per tensor) and int8 activations quantized per batch."""
-    quantization = require("onnxruntime.quantization", "the dynamic-int8 export")
+    quantization = require_fast("onnxruntime.quantization", "the dynamic-int8 export")
     quantization.quantize_dynamic(graph, out / OnnxEmbedder.MODEL, weight_type=quantization.QuantType.QInt8,
                                   op_types_to_quantize=["MatMul"])
     return {}
@@ -140,8 +140,8 @@ def dynamic_int8(graph: Path, out: Path) -> dict:
 def static_int8(graph: Path, out: Path) -> dict:
     """out/openvino_model.xml: int8 weights and activations, with SmoothQuant moving the activations' outliers into
     the weights, calibrated on the seed articles' chunks and the dev questions (whose digest goes into the marker)."""
-    ov = require("openvino", "the openvino export")
-    nncf = require("nncf", "the openvino static-int8 export")
+    ov = require_fast("openvino", "the openvino export")
+    nncf = require_fast("nncf", "the openvino static-int8 export")
     texts = calibration_texts()
     tokens = Tokens(out)
     samples = [tokens([text], kind) for kind, text in texts]
@@ -153,8 +153,8 @@ def static_int8(graph: Path, out: Path) -> dict:
 
 def weights_int8(graph: Path, out: Path) -> dict:
     """out/openvino_model.xml: int8 weights (asymmetric, per output channel), activations left to the CPU plugin."""
-    ov = require("openvino", "the openvino export")
-    nncf = require("nncf", "the openvino weights-int8 export")
+    ov = require_fast("openvino", "the openvino export")
+    nncf = require_fast("nncf", "the openvino weights-int8 export")
     model = nncf.compress_weights(ov.Core().read_model(str(graph)), mode=nncf.CompressWeightsMode.INT8_ASYM)
     ov.save_model(model, str(out / OpenVinoEmbedder.MODEL), compress_to_fp16=False)
     return {}

@@ -5,7 +5,6 @@ and tokenization as in sentence-transformers (the source's tokenizer and config 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from pathlib import Path
@@ -16,16 +15,13 @@ import numpy as np
 from rag.config import Config
 from rag.embedders.base import Kind
 from rag.embedders.sbert import folder_fingerprint
-from rag.errors import RagError
+from rag.errors import RagError, require
 from rag.models import BUILT
 
 
-def require(module: str, what: str) -> ModuleType:
-    """Import an optional package, or say which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise RagError(f"{what} needs the package {module.split('.')[0]}: pip install -e '.[fast]' (see README)") from e
+def require_fast(module: str, what: str) -> ModuleType:
+    """Import a package of the `fast` extra, or say that the extra installs it."""
+    return require(module, what, "pip install -e '.[fast]' (see README)")
 
 
 def export_fingerprint(folder: Path) -> str:
@@ -88,7 +84,7 @@ class OnnxEmbedder:
 
     def _open(self, path: Path, device: str, threads: int) -> int:
         """Start an onnxruntime session on the model; its output dimensions."""
-        ort = require("onnxruntime", "the onnx embedder")
+        ort = require_fast("onnxruntime", "the onnx embedder")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # no warnings about nodes placed on the CPU
         if threads:
@@ -121,7 +117,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
 
     def _open(self, path: Path, device: str, threads: int) -> int:
         """Compile the model for the CPU, for one request at a time; its output dimensions."""
-        ov = require("openvino", "the openvino embedder")
+        ov = require_fast("openvino", "the openvino embedder")
         if device == "cuda":
             raise RagError("the OpenVINO variants run on the CPU: set device to auto or cpu, or use "
                            "embeddinggemma-300m (torch) on CUDA")

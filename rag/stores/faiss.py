@@ -27,7 +27,7 @@ import numpy as np
 
 from rag.chunk import Chunk
 from rag.config import Config
-from rag.errors import RagError
+from rag.errors import RagError, require
 from rag.ingest import Article
 from rag.normalize import terms as text_terms
 from rag.stores.base import (
@@ -58,11 +58,7 @@ IVF_PROBE_SHARE = 32  # search 1/32 of the lists: recall@10 >= 0.95 (evals/bench
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as e:
-        raise RagError("faiss is not installed: pip install faiss-cpu") from e
-    return faiss
+    return require("faiss", "the FAISS store", "pip install faiss-cpu")
 
 
 def ivf_lists(n: int) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 
 from rag.chunk import Chunk
 from rag.config import Config
-from rag.errors import RagError
+from rag.errors import RagError, require
 from rag.ingest import Article
 from rag.normalize import terms as text_terms
 from rag.stores.base import BM25_B, BM25_K1, BM25_MANIFEST, DEPTH, RRF_K, Mode, Passage, Store, bm25_idf
@@ -156,11 +156,7 @@ RANKED = {
 
 
 def _psycopg():
-    try:
-        import psycopg
-    except ImportError as e:
-        raise RagError("psycopg is not installed: pip install 'psycopg[binary]' (needed by store = pgvector)") from e
-    return psycopg
+    return require("psycopg", "store = pgvector", "pip install 'psycopg[binary]'")
 
 
 def shown_dsn(dsn: str) -> str:
