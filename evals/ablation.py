@@ -2,7 +2,7 @@
 on the gold dev and test splits and on XQuAD-ar and TyDi-ar given the gold paragraph; plus weighted fusion of the
 dense and BM25 rankings on all of them. Writes evals/results/ablation-<time>.json and ablation-latest.md.
 
-    .venv/bin/python evals/ablation.py            # about 90 minutes on 2 cores; --quick checks that it runs
+    .venv/bin/python evals/ablation.py            # about 70 minutes on 2 cores; --quick checks that it runs
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             sample = random.Random(0).sample(questions, min(limit or args.squad_sample, len(questions)))
             sets[name] = (config, sample, SQUAD_KS, True)
             sets[name + ":all"] = (config, questions, SQUAD_KS, False)
-        result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "fusion": {}, "steps": [],
+        result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stem": time.strftime("ablation-%Y%m%d-%H%M%S"),
+                  "argv": sys.argv[1:], "fusion": {}, "steps": [],
                   **run_info(Assistant(base, embedder, make_store(gold_config), generator), True)}
         for name, (config, questions, ks, _) in sets.items():
             if name.endswith(":all") or name.startswith("gold"):
@@ -164,10 +165,12 @@ def main(argv: list[str] | None = None) -> None:
                     row["sets"][name] = run_step(config.replace(**settings), embedder, generator, questions, ks,
                                                  reader_only)
             result["steps"].append(row)
-        result["seconds"] = round(time.perf_counter() - started, 1)
+            result["seconds"] = round(time.perf_counter() - started, 1)
+            write(result, args.out)  # after every step, so that a long run cut short still leaves its figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write(result, args.out)
+    print(render(result))
+    print(f"results: {args.out / result['stem']}.json (and ablation-latest.md)")
 
 
 def render(result: dict) -> str:
@@ -197,14 +200,10 @@ def render(result: dict) -> str:
 def write(result: dict, out: Path) -> None:
     """ablation-<time>.json and ablation-latest.md/.json in out."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"ablation-{time.strftime('%Y%m%d-%H%M%S')}"
     text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
-    for name in (stem, "ablation-latest"):
+    for name in (result["stem"], "ablation-latest"):
         (out / f"{name}.json").write_text(text, encoding="utf-8")
-    report = render(result)
-    (out / "ablation-latest.md").write_text(report, encoding="utf-8")
-    print(report)
-    print(f"results: {out / stem}.json (and ablation-latest.md)")
+    (out / "ablation-latest.md").write_text(render(result), encoding="utf-8")
 
 
 if __name__ == "__main__":
