@@ -7,7 +7,7 @@ import re
 from functools import cache
 from importlib import resources
 
-from rag.normalize import normalize
+from rag.normalize import normalize, tokens
 
 DATE, NUMBER, PERSON, PLACE, YESNO, LIST, OTHER = "date", "number", "person", "place", "yesno", "list", "other"
 
@@ -62,6 +62,16 @@ def answer_type(question: str) -> str:
     return OTHER
 
 
+_DEFINES = re.compile(r"(?:ما|من) (?:هو|هي|هم|هما) |(?:ماهو|ماهي|منهو|منهي) |ما (?:معني|تعريف|المقصود) ")
+DEFINED_WORDS = 5  # a definition question names a term or a name and asks nothing else of it
+
+
+def defines(question: str) -> bool:
+    """True for 'what (who) is X?': 'ما هو المذهب الحنفي؟', 'من هو نواز شريف؟', 'ما معنى اسم الخور؟'."""
+    text = " ".join(tokens(question)) + " "
+    match = _DEFINES.match(text)
+    return bool(match) and len(text[match.end() :].split()) <= DEFINED_WORDS
+
 _ASKING = frozenset("ما ماذا ماهو ماهي هو هي اي في من الى مع عن ب شو ايش وش".split())
 
 
@@ -84,7 +94,7 @@ _MONTH = r"(?:" + "|".join(sorted({*_MONTHS, "كانون الثاني", "كان�
 _DAY_WORDS = (r"(?:الاول|الثاني|الثالث|الرابع|الخامس|السادس|السابع|الثامن|التاسع|العاشر|الحادي عشر|الثاني عشر"
               r"|الثالث عشر|الرابع عشر|الخامس عشر|العشرين|الحادي والعشرين|الثلاثين)")
 _WEEKDAY = r"(?:السبت|الاحد|الاثنين|الثلاثاء|الاربعاء|الخميس|الجمعه)"
-_YEAR = r"(?:1[89]\d\d|20\d\d)"
+_YEAR = r"(?:1[89]\d\d|20\d\d)م?"  # "1911م": the era letter glued on
 _GLUED = r"(?<!\w)(?:[وف]?(?:[بلك]|بال|لل|كال|ال)?|[وف])"  # conjunction and preposition written onto a word
 _DATE = re.compile(
     rf"{_GLUED}(?P<span>(?:(?:يوم |يومي )?{_WEEKDAY} )?"
@@ -99,8 +109,13 @@ _DATE = re.compile(
 )
 _NUMBER_WORDS = (r"(?:واحد|اثنان|اثنين|ثلاث|ثلاثه|اربع|اربعه|خمس|خمسه|ست|سته|سبع|سبعه|ثمان|ثماني|ثمانيه|تسع|تسعه"
                  r"|عشر|عشره|عشرين|ثلاثين|اربعين|خمسين|مئه|مائه|مئات|الف|الاف|مليون|ملايين|مليار|مليارات)")
+# The numbers one to ten written in words, folded: a reply's "5" is the evidence's "خمسة".
+NUMBER_WORDS = {word: n for n, forms in enumerate(
+    ["واحد واحده", "اثنان اثنين اثنتان اثنتين", "ثلاث ثلاثه", "اربع اربعه", "خمس خمسه", "ست سته", "سبع سبعه",
+     "ثمان ثماني ثمانيه", "تسع تسعه", "عشر عشره"], 1) for word in forms.split()}
 _NUMBER = re.compile(
-    rf"{_GLUED}(?P<span>(?:(?:اكثر من|اقل من|نحو|حوالي|قرابه|ما يقارب) )?(?:\d+(?:[.,٬٫]\d+)*|{_NUMBER_WORDS})(?!\w)"
+    rf"{_GLUED}(?P<span>(?:(?:اكثر من|اقل من|نحو|حوالي|قرابه|ما يقارب) )?"
+    rf"(?:\d+(?:[.,٬٫]\d+|،\d{{3}}(?!\d))*|{_NUMBER_WORDS})(?!\w)"
     rf"(?: (?:و ?)?{_NUMBER_WORDS})*(?: ?%| في المئه| بالمئه)?"
     r"(?: (?:مليار|مليون|الف|مليارات|ملايين|الاف))?"
     r"(?: (?:دولار|يورو|ريال|روبل|برميل|طن|متر|كيلومتر|كم|عام|اعوام|سنوات|سنه|يوما|ايام|شهرا|اشهر|دوله|دول|شخصا"

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rag.answer_types import DATE, LIST, NUMBER, PLACE, YESNO, focus, fold, spans_of
+from rag.answer_types import DATE, LIST, NUMBER, NUMBER_WORDS, PLACE, YESNO, defines, focus, fold, spans_of
 from rag.chunk import sentence_spans
 from rag.cite import is_instruction
 from rag.evidence import Evidence, format_evidence
@@ -146,6 +146,23 @@ def widen(part: Part, kind: str) -> Part:
     return part_of(ev, start, end)
 
 
+_COPULA = re.compile(r"(?:\s*\([^()]*\)|\s*[:،,–—-]|\s*(?:هو|هي|هم|هما|يعد|تعد|يعتبر|تعتبر|عبارة عن)(?=\s))*\s*")
+_CLAUSE = re.compile(r"[^،,.;؛:()\n]+")
+DEFINITION_WORDS = 15
+
+
+def definition(part: Part) -> Part | None:
+    """What the sentence says its subject is, after the subject the reply named ('ضمور الخلايا هو انكماش أو تقلص…'
+    -> 'انكماش أو تقلص…'): the rest of the clause, past a copula or a parenthesis, at most DEFINITION_WORDS words;
+    none where the clause goes on with a function word ('… بوغدانوف، إن …')."""
+    ev = part.evidence
+    start = _COPULA.match(ev.text, part.end - ev.start).end()
+    clause = _CLAUSE.match(ev.text, start)
+    words = list(re.finditer(r"\S+", clause.group())) if clause else []
+    if not words or normalize(words[0].group()) in STOPWORDS:
+        return None
+    return part_of(ev, start, start + words[:DEFINITION_WORDS][-1].end())
+
 def locate(found: Found | None, evidence: list[Evidence]) -> Part | None:
     """The part a match found in the (folded) sentences."""
     return part_of(evidence[found.index], found.start, found.end) if found else None
@@ -222,10 +239,13 @@ def invented(reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> b
     named = [fold(reply[s:e])[0] for s, e in spans_of(reply, kind)]
     if kind == PLACE:
         return bool(named) and not any(n in found for n in named)
-    # Dates are written many ways ('6 ديسمبر 1991', 'السادس من ديسمبر عام 1991'): compare their years.
-    pattern = r"\b\d{4}\b" if kind == DATE else r"\d+(?:[.,]\d+)*"
-    numbers = [n for name in named for n in re.findall(pattern, name)]
-    return any(n not in re.findall(pattern, found) for n in numbers)
+    # Dates are written many ways ('6 ديسمبر 1991', 'السادس من ديسمبر عام 1991'): compare their years. Numbers are
+    # compared by their digits ('2.773،000' is '2،773،000'), and a number the evidence writes in words counts.
+    pattern = r"(?<!\d)\d{4}(?!\d)" if kind == DATE else r"\d+(?:[.,،٬٫]\d+)*"
+    held = {re.sub(r"\D", "", n) for n in re.findall(pattern, found)}
+    if kind == NUMBER:
+        held |= {str(NUMBER_WORDS[w]) for w in tokens(found) if w in NUMBER_WORDS}
+    return any(re.sub(r"\D", "", n) not in held for name in named for n in re.findall(pattern, name))
 
 
 def read(question: str, evidence: list[Evidence], generator: Generator, kind: str,
@@ -256,8 +276,12 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         part = head(trim(part, question), question)
     if part and typed:
         part = widen(part, kind)
-    if part and (not adds_to(part.text, question) or (typed and not spans_of(part.text, kind))):
-        part = None  # the question restated, or no date (number, place) where the question asks for one
+    if part and not adds_to(part.text, question) and defines(question):
+        part = definition(part)  # "ما هو X؟" answered "X": what the sentence says X is
+    if part and (not adds_to(part.text, question) or (kind in (DATE, NUMBER) and not spans_of(part.text, kind))):
+        # The question restated, or no date (number) where the question asks for one. A place need not be in the
+        # gazetteer ("الحديقة الساكسونية"): it is a list of countries and cities, not of every place.
+        part = None
     confidence = 0.0
     if part and "extract" in generator.features:
         confidence = copy(generator, chat, [fold_letters(part.text)], max_tokens, whole=True)[1]
