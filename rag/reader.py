@@ -268,8 +268,10 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         yield piece
     raw = "".join(pieces).strip()
     typed = typed_spans(evidence, kind, question) if kind in TYPED else []
-    if says_none(raw) or (kind in (DATE, NUMBER) and not typed) or (kind in TYPED and invented(raw, typed, kind)):
-        yield Reading(kind, method="none", raw=raw)  # "متى…؟" and no date in the evidence, or not the one named
+    if says_none(raw) or (kind == DATE and not typed) or (kind in TYPED and invented(raw, typed, kind)):
+        # "متى…؟" and no date in the evidence, or a year (number, place) the evidence does not hold. A quantity may
+        # have no digits ("يومين", "عدة أشهر"): only one the model writes in digits must be the evidence's.
+        yield Reading(kind, method="none", raw=raw)
         return
     part, method = locate(find_run(raw, texts), evidence), "snapped"
     if part:
@@ -278,9 +280,9 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         part = widen(part, kind)
     if part and not adds_to(part.text, question) and defines(question):
         part = definition(part)  # "ما هو X؟" answered "X": what the sentence says X is
-    if part and (not adds_to(part.text, question) or (kind in (DATE, NUMBER) and not spans_of(part.text, kind))):
-        # The question restated, or no date (number) where the question asks for one. A place need not be in the
-        # gazetteer ("الحديقة الساكسونية"): it is a list of countries and cities, not of every place.
+    if part and (not adds_to(part.text, question) or (kind == DATE and not spans_of(part.text, kind))):
+        # The question restated, or no date where the question asks when. A place need not be in the gazetteer
+        # ("الحديقة الساكسونية"), nor a quantity in digits.
         part = None
     confidence = 0.0
     if part and "extract" in generator.features:

@@ -351,3 +351,9 @@ def test_a_place_the_gazetteer_lacks_is_still_an_answer():
     evidence = [_ev("أقيم المسرح الصيفي في الحديقة الساكسونية في وارسو.")]
     *_, reading = read("أين كان يقع المسرح الصيفي؟", evidence, ScriptedGenerator("الحديقة الساكسونية"), PLACE, 32)
     assert [p.text for p in reading.parts] == ["الحديقة الساكسونية"]
+
+
+def test_a_quantity_without_digits_is_an_answer():
+    evidence = [_ev("استمر الاجتماع ساعتين وانتهى دون بيان مشترك.")]
+    *_, reading = read("كم استمر الاجتماع؟", evidence, ScriptedGenerator("ساعتين"), NUMBER, 32)
+    assert [p.text for p in reading.parts] == ["ساعتين"]
