@@ -72,6 +72,7 @@ def defines(question: str) -> bool:
     match = _DEFINES.match(text)
     return bool(match) and len(text[match.end() :].split()) <= DEFINED_WORDS
 
+
 _ASKING = frozenset("ما ماذا ماهو ماهي هو هي اي في من الى مع عن ب شو ايش وش".split())
 
 

@@ -163,6 +163,7 @@ def definition(part: Part) -> Part | None:
         return None
     return part_of(ev, start, start + words[:DEFINITION_WORDS][-1].end())
 
+
 def locate(found: Found | None, evidence: list[Evidence]) -> Part | None:
     """The part a match found in the (folded) sentences."""
     return part_of(evidence[found.index], found.start, found.end) if found else None
