@@ -21,18 +21,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench import _load, _quiet, bench_embedding, in_subprocess, machine, seed_chunks, timed
+from bench import _load, _quiet, bench_embedding, gold_questions, in_subprocess, machine, seed_chunks, timed
 
 from rag.assistant import Assistant
 from rag.config import PACKAGE_ROOT, load_config
 from rag.embedders import make_embedder
-from rag.evaluate import GOLD_KS, SQUAD_KS, _table, evaluate, load_gold, squad_questions, summarize_retrieval
+from rag.evaluate import GOLD_KS, SQUAD_KS, _table, evaluate, squad_questions, summarize_retrieval
 from rag.index import build_index, embed_documents
 from rag.models import EXPORTS
 from rag.stores import make_store
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
-GOLD = [PACKAGE_ROOT / "evals" / "gold-dev.jsonl", PACKAGE_ROOT / "evals" / "gold-test.jsonl"]
 XQUAD = PACKAGE_ROOT.parent / "shared" / "benchmarks" / "xquad.ar.json"  # the project's shared/ beside the checkout
 BASELINE = "embeddinggemma-300m"
 TARGET_RATE = 15.0  # chunks/s on two cores, the issue's goal
@@ -62,7 +61,7 @@ def measure(name: str, threads: int, batch: int, target: int, xquad: Path, sampl
     saved into work/<name>-{documents,queries}.npy for the cosine to fp32."""
     config = load_config(seeds_dir=PACKAGE_ROOT / "seeds", embedder=name, embed_threads=threads)
     embedder, seconds = timed(make_embedder, config)
-    gold = [q for path in GOLD for q in load_gold(path)]
+    gold = gold_questions()
     chunks, _ = seed_chunks(config)
     np.save(work / f"{name}-documents.npy", embed_documents(chunks, embedder, batch))
     np.save(work / f"{name}-queries.npy", embedder.embed_batch([q["question"] for q in gold], "query"))

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from bench import _load, machine
+from bench import _load, gold_questions, machine
 
 from rag.chunk import sentence_spans
 from rag.config import PACKAGE_ROOT, Config, load_config
-from rag.evaluate import _table, load_gold, percentile
+from rag.evaluate import _table, percentile
 from rag.generators import make_generator
 from rag.generators.openai import span_grammar
 from rag.models import resolve
@@ -36,7 +36,6 @@ sys.path.insert(0, str(PACKAGE_ROOT / "tests"))
 from conftest import free_port, running  # noqa: E402  the test helpers that start and stop a server process
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
-GOLD = PACKAGE_ROOT / "evals" / "gold.jsonl"
 LIMIT = 900  # seconds a session waits for its answer
 EVIDENCE_SENTENCES = 8  # for the grammar figures: sentences of about 30 words, as in passages mode
 REPEATS = 3
@@ -152,7 +151,7 @@ def run(args: argparse.Namespace) -> dict:
     """Index the seeds, then the burst with the in-process model and with the server; the result as one dict."""
     started = time.perf_counter()
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine()}
-    gold = [q["question"] for q in load_gold(GOLD) if q["answerable"]]
+    gold = [q["question"] for q in gold_questions() if q["answerable"]]
     questions = [gold[i % len(gold)] for i in range(args.sessions)]
     with tempfile.TemporaryDirectory(prefix="rag-bench-server-") as tmp:
         work = Path(tmp)

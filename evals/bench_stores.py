@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from bench import MB, _load, _quiet, clustered_vectors, in_subprocess, machine, vocabulary
+from bench import GOLD, MB, _load, _quiet, clustered_vectors, gold_questions, in_subprocess, machine, vocabulary
 
 from rag.assistant import Assistant
 from rag.chunk import Chunk
@@ -35,7 +35,6 @@ from rag.evaluate import (
     SQUAD_KS,
     _table,
     evaluate,
-    load_gold,
     percentile,
     squad_questions,
     summarize_retrieval,
@@ -48,7 +47,6 @@ from rag.stores.base import DEPTH, FORMAT_VERSION, Store
 from rag.stores.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgVectorStore, shown_dsn
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
-GOLD = PACKAGE_ROOT / "evals" / "gold.jsonl"
 XQUAD = Path("/work/shared/benchmarks/xquad.ar.json")
 SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000,)
@@ -240,7 +238,7 @@ def bench_retrieval(args: argparse.Namespace, dsn: str) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="rag-bench-stores-") as tmp:
         print("retrieval: gold questions", file=sys.stderr)
-        out["gold"] = compare_stores(PACKAGE_ROOT / "seeds", load_gold(args.gold)[:limit], GOLD_KS, embedder, dsn,
+        out["gold"] = compare_stores(PACKAGE_ROOT / "seeds", gold_questions(args.gold)[:limit], GOLD_KS, embedder, dsn,
                                      Path(tmp) / "gold")
         if args.xquad.exists():
             print("retrieval: XQuAD-ar", file=sys.stderr)
@@ -324,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
                         "set, to check that everything runs")
     parser.add_argument("--sizes", help=f"comma-separated chunk counts (default {','.join(map(str, SIZES))})")
     parser.add_argument("--queries", type=int, help="searches per size (default 200; --quick 20)")
-    parser.add_argument("--gold", type=Path, default=GOLD, help="gold questions over the seed articles (JSONL)")
+    parser.add_argument("--gold", type=Path, nargs="+", default=GOLD,
+                        help="gold question files over the seed articles (JSONL; default both splits)")
     parser.add_argument("--xquad", type=Path, default=XQUAD, help="XQuAD-ar in SQuAD format (skipped if missing)")
     parser.add_argument("--dsn", default=os.environ.get("RAG_PG_DSN") or os.environ.get("RAG_TEST_PG_DSN"),
                         help="PostgreSQL with pgvector (default RAG_PG_DSN, then RAG_TEST_PG_DSN)")

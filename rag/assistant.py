@@ -197,9 +197,9 @@ class Assistant:
 
     def _answerable(self, question: str, passages: list[Passage]) -> bool:
         """Refuse before generating when no passage shares a term with the question, or when the passages neither
-        cover the question's terms nor resemble it. Measured on evals/gold.jsonl: the second rule stops 11 of the 16
-        unanswerable questions before the model can invent an answer, and 1 of the 82 answerable ones. Terms mean
-        little across languages, so only Arabic questions are gated on them.
+        cover the question's terms nor resemble it. Measured on the gold set before its dev/test split: the second
+        rule stops 11 of the 16 unanswerable questions before the model can invent an answer, and 1 of the 82
+        answerable ones. Terms mean little across languages, so only Arabic questions are gated on them.
         """
         wanted = set(terms(question))
         if not wanted or not is_arabic(question):

@@ -26,6 +26,12 @@ def bench():
     return module
 
 
+def test_benchmarks_read_both_gold_splits(bench):
+    questions = bench.gold_questions()
+    assert len(questions) == sum(len(path.read_text(encoding="utf-8").splitlines()) for path in bench.GOLD)
+    assert len({q["id"] for q in questions}) == len(questions)
+
+
 def test_scale_exact_index(bench, tmp_path: Path):
     row = bench.bench_scale(2_000, tmp_path, queries=20, dims=32)
     assert row.keys() >= FIGURES
