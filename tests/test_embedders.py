@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,19 @@ def test_real_variant_vectors_are_unit_length_and_close_to_fp32(name, real_model
         cosines = (vectors * fp32_vectors[kind]).sum(axis=1)
         mean, least = BOUNDS[name]
         assert cosines.mean() > mean and cosines.min() > least, f"{kind}: {cosines.mean():.4f}, {cosines.min():.4f}"
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", ["embeddinggemma-300m", *EXPORTS])
+def test_real_embedders_serve_several_threads_at_once(name, real_models, fp32_vectors):
+    """The UI embeds several chats' questions at once (an OpenVINO request alone says 'Infer Request is busy')."""
+    models.pull(name, real_models, real_models.parent / "downloads", log=lambda *_: None)
+    embedder = make_embedder(load_config(models_dir=real_models, embedder=name, device="cpu"))
+    questions = seed_texts()["query"][:16]
+    alone = [embedder.embed_batch([q], "query") for q in questions]  # one at a time: dynamic int8 scales per batch
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: embedder.embed_batch([q], "query"), questions))
+    assert np.allclose(np.concatenate(together), np.concatenate(alone), atol=1e-5)
 
 
 @pytest.mark.real

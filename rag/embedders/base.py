@@ -16,5 +16,6 @@ class Embedder(Protocol):
     dims: int
 
     def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
-        """Vectors of shape (len(texts), dims), float32, unit length."""
+        """Vectors of shape (len(texts), dims), float32, unit length; safe to call from several threads at once (the
+        UI answers several chats and indexes uploads beside them)."""
         ...

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -74,6 +75,9 @@ class OnnxEmbedder:
             raise RagError(f"cannot load the embedding model from {folder}: {e}") from e
         self.id = f"{folder.name}@{export_fingerprint(folder)}"
         self.batch_size = batch_size
+        # One batch at a time: an OpenVINO request runs one inference ("Infer Request is busy") and the tokenizer
+        # sets its padding on each call.
+        self.lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config, spec: str) -> OnnxEmbedder:
@@ -104,9 +108,10 @@ class OnnxEmbedder:
         """Encode texts in batches of similar length (the graph ends with the model's normalization)."""
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for at in range(0, len(order), self.batch_size):
-            ids = order[at : at + self.batch_size]
-            out[ids] = self._run(self.tokens([texts[i] for i in ids], kind))
+        with self.lock:
+            for at in range(0, len(order), self.batch_size):
+                ids = order[at : at + self.batch_size]
+                out[ids] = self._run(self.tokens([texts[i] for i in ids], kind))
         return out
 
 

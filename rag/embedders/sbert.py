@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ class SentenceTransformerEmbedder:
         self.dims = int(get_dims())
         self.batch_size = batch_size
         self.prompts = set(getattr(self.model, "prompts", {}) or {})
+        self.lock = threading.Lock()  # one batch at a time: the tokenizer sets its padding on each call
 
     @classmethod
     def from_config(cls, config: Config, spec: str) -> SentenceTransformerEmbedder:
@@ -74,12 +76,13 @@ class SentenceTransformerEmbedder:
     def embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
         """Encode texts with the model's query or document prompt."""
         prompt = kind if kind in self.prompts else None
-        vectors = self.model.encode(
-            texts,
-            prompt_name=prompt,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self.lock:
+            vectors = self.model.encode(
+                texts,
+                prompt_name=prompt,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dims)
