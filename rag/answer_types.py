@@ -95,7 +95,7 @@ _MONTH = r"(?:" + "|".join(sorted({*_MONTHS, "كانون الثاني", "كان�
 _DAY_WORDS = (r"(?:الاول|الثاني|الثالث|الرابع|الخامس|السادس|السابع|الثامن|التاسع|العاشر|الحادي عشر|الثاني عشر"
               r"|الثالث عشر|الرابع عشر|الخامس عشر|العشرين|الحادي والعشرين|الثلاثين)")
 _WEEKDAY = r"(?:السبت|الاحد|الاثنين|الثلاثاء|الاربعاء|الخميس|الجمعه)"
-_YEAR = r"(?:1[89]\d\d|20\d\d)م?"  # "1911م": the era letter glued on
+_YEAR = r"(?:(?:1[89]\d\d|20\d\d)م?|1[34]\d\d ?ه(?!\w))"  # "1911م" (era letter glued on), "1401 هـ" (Hijri)
 _GLUED = r"(?<!\w)(?:[وف]?(?:[بلك]|بال|لل|كال|ال)?|[وف])"  # conjunction and preposition written onto a word
 _DATE = re.compile(
     rf"{_GLUED}(?P<span>(?:(?:يوم |يومي )?{_WEEKDAY} )?"
@@ -146,4 +146,11 @@ def spans_of(text: str, kind: str) -> list[tuple[int, int]]:
     if kind == NUMBER:  # a number inside a date ("12 نوفمبر 2000") is part of the date, not a quantity
         dates = [m.span("span") for m in _DATE.finditer(folded)]
         spans = [(s, e) for s, e in spans if not any(ds <= s and e <= de for ds, de in dates)]
-    return [(at[s], at[e - 1] + 1) for s, e in spans if folded[s:e].strip()]
+    return [(at[s], _past_tatweel(text, at[e - 1] + 1)) for s, e in spans if folded[s:e].strip()]
+
+
+def _past_tatweel(text: str, end: int) -> int:
+    """An end past the tatweel that folding dropped ("1401 هـ")."""
+    while end < len(text) and text[end] == "\u0640":
+        end += 1
+    return end

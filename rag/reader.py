@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 from rag.answer_types import DATE, LIST, NUMBER, NUMBER_WORDS, PLACE, YESNO, defines, focus, fold, spans_of
 from rag.chunk import sentence_spans
@@ -72,10 +73,19 @@ def messages(question: str, evidence: list[Evidence], kind: str, template: str =
     ]
 
 
+SAME_NAME = 0.8  # terms this alike (difflib ratio, 5 letters or more) are one name spelled two ways
+
+
 def adds_to(span: str, question: str) -> bool:
-    """True when a span says something the question does not: an answer, not the question restated."""
+    """True when a span says something the question does not: an answer, not the question restated (nor its
+    names spelled another way: 'ريشارد فاغنر' for 'من هو ريتشارد فاغنر؟')."""
     asked = set(terms(question))
-    return any(t not in asked for t in terms(span))
+
+    def said(term: str) -> bool:
+        return term in asked or len(term) >= 5 and any(SequenceMatcher(None, term, a).ratio() >= SAME_NAME
+                                                       for a in asked)
+
+    return not all(said(t) for t in terms(span))
 
 
 def typed_spans(evidence: list[Evidence], kind: str, question: str) -> list[tuple[Evidence, int, int]]:
@@ -147,21 +157,60 @@ def widen(part: Part, kind: str) -> Part:
 
 
 _COPULA = re.compile(r"(?:\s*\([^()]*\)|\s*[:،,–—-]|\s*(?:هو|هي|هم|هما|يعد|تعد|يعتبر|تعتبر|عبارة عن)(?=\s))*\s*")
+_DEFINING = re.compile(r"(?<!\S)و?(?:هو|هي|هم|هما|كان|كانت|يعد|تعد|يعتبر|تعتبر)(?=\s)")
 _CLAUSE = re.compile(r"[^،,.;؛:()\n]+")
 DEFINITION_WORDS = 15
+DEFINING_REACH = 20  # words from a subject to its copula ('لوكيوس أبوليوس و بالأمازيغية أفولاي (…) ترعرع في … هو')
 
 
 def definition(part: Part) -> Part | None:
     """What the sentence says its subject is, after the subject the reply named ('ضمور الخلايا هو انكماش أو تقلص…'
-    -> 'انكماش أو تقلص…'): the rest of the clause, past a copula or a parenthesis, at most DEFINITION_WORDS words;
+    -> 'انكماش أو تقلص…'): the clause after the subject's copula, or right after the subject, past a parenthesis;
     none where the clause goes on with a function word ('… بوغدانوف، إن …')."""
     ev = part.evidence
-    start = _COPULA.match(ev.text, part.end - ev.start).end()
+    at = part.end - ev.start
+    copula = _DEFINING.search(ev.text, at)
+    if copula and len(ev.text[at : copula.start()].split()) <= DEFINING_REACH:
+        at = copula.end()
+    return said_after(ev, at)
+
+
+def definition_in(question: str, evidence: list[Evidence]) -> Part | None:
+    """The first definition in the evidence of what the question asks about: the clause after a copula that follows
+    the first word of its subject ('ضمور هو انكماش…' for 'ماهو ضمور الخلايا؟'; not 'بوتسوانا هي…' for 'ما هو تعداد
+    سكان بوتسوانا؟')."""
+    subject = set(terms(" ".join(focus(question)[:1])))
+    for ev in evidence:
+        for copula in _DEFINING.finditer(ev.text):
+            before = ev.text[: copula.start()].split()[-DEFINING_REACH:]
+            if subject & set(terms(" ".join(before))) and (part := said_after(ev, copula.end())):
+                return part
+    return None
+
+
+def said_after(ev: Evidence, at: int) -> Part | None:
+    """The clause from offset at, past a copula or a parenthesis, at most DEFINITION_WORDS words; none when it starts
+    with a function word."""
+    start = _COPULA.match(ev.text, at).end()
     clause = _CLAUSE.match(ev.text, start)
     words = list(re.finditer(r"\S+", clause.group())) if clause else []
     if not words or normalize(words[0].group()) in STOPWORDS:
         return None
     return part_of(ev, start, start + words[:DEFINITION_WORDS][-1].end())
+
+
+def numbered(part: Part | None, reply: str, typed: list[tuple[Evidence, int, int]]) -> Part | None:
+    """The part the reply snapped to, or where it lacks the number the reply writes, the evidence's number with the
+    same digits whatever their separators ('2.773،000' is '2،773،000')."""
+    written = _digits(reply)
+    if not written or part and written & _digits(part.text):
+        return part
+    return next((part_of(ev, s, e) for ev, s, e in typed if _digits(ev.text[s:e]) & written), part)
+
+
+def _digits(text: str) -> set[str]:
+    """The numbers of a text as bare digits."""
+    return {re.sub(r"\D", "", n) for n in re.findall(r"\d+(?:[.,،٬٫]\d+)*", text)}
 
 
 def locate(found: Found | None, evidence: list[Evidence]) -> Part | None:
@@ -275,19 +324,23 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         yield Reading(kind, method="none", raw=raw)
         return
     part, method = locate(find_run(raw, texts), evidence), "snapped"
+    if kind == NUMBER:
+        part = numbered(part, raw, typed)
     if part:
         part = head(trim(part, question), question)
     if part and typed:
         part = widen(part, kind)
-    if part and not adds_to(part.text, question) and defines(question):
-        part = definition(part)  # "ما هو X؟" answered "X": what the sentence says X is
+    said = part  # what the model's reply names
+    if defines(question) and (part is None or not adds_to(part.text, question)):
+        # "ما هو X؟" answered "X" (or not from the evidence): what the evidence says X is
+        part = (part and definition(part)) or definition_in(question, evidence) or part
     if part and (not adds_to(part.text, question) or (kind == DATE and not spans_of(part.text, kind))):
         # The question restated, or no date where the question asks when. A place need not be in the gazetteer
         # ("الحديقة الساكسونية"), nor a quantity in digits.
         part = None
     confidence = 0.0
-    if part and "extract" in generator.features:
-        confidence = copy(generator, chat, [fold_letters(part.text)], max_tokens, whole=True)[1]
+    if part and "extract" in generator.features:  # a definition the reply pointed at: the reply's own confidence
+        confidence = copy(generator, chat, [fold_letters((said or part).text)], max_tokens, whole=True)[1]
     elif not part and "extract" in generator.features:
         spans = [fold_letters(ev.text[s:e]) for ev, s, e in typed] or texts
         text, confidence = copy(generator, chat, spans, max_tokens, whole=bool(typed))

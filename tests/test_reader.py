@@ -22,7 +22,9 @@ from rag.answer_types import (
 from rag.evidence import Evidence, format_evidence
 from rag.reader import (
     Reading,
+    adds_to,
     definition,
+    definition_in,
     head,
     invented,
     messages,
@@ -84,6 +86,11 @@ def test_dates_numbers_and_places_in_a_text():
         "السادس من ديسمبر عام 1991", "12 نوفمبر/تشرين الثاني 2000", "قبل أكثر من أسبوعين"]
     assert [text[s:e] for s, e in spans_of(text, NUMBER)] == ["أكثر من 300 دار نشر", "5 دول", "12.5 مليار دولار"]
     assert [text[s:e] for s, e in spans_of(text, PLACE)] == ["الدوحة", "موسكو"]  # "وموسكو": the name alone
+
+
+def test_hijri_years_are_dates():
+    text = "تأسست الجامعة عام 1401 هـ، ونقلت سنة 1405هـ إلى مكة، وتضم 1400 هكتار."
+    assert [text[s:e] for s, e in spans_of(text, DATE)] == ["عام 1401 هـ", "سنة 1405هـ"]
 
 
 def test_years_with_the_era_letter_and_numbers_with_the_arabic_thousands_separator():
@@ -331,6 +338,10 @@ def test_definition_questions(question, defining):
         ("ضمور الخلايا هو انكماش أو تقلص في حجم الخلية، ويحدث…", "ضمور الخلايا", "انكماش أو تقلص في حجم الخلية"),
         ("نواز شريف (بالأردية: نواز شریف) (ولد 1949) سياسي باكستاني.", "نواز شريف", "سياسي باكستاني"),
         ("قال نائب الوزير ميخائيل بوغدانوف، إن الزيارة مهمة.", "ميخائيل بوغدانوف", None),  # no definition
+        ("ريشارد فاغنر  كان مؤلفا وكاتبا مسرحيا ألمانيا، ولد في لايبزغ.", "ريشارد فاغنر",
+         "مؤلفا وكاتبا مسرحيا ألمانيا"),
+        ("لوكيوس أبوليوس و بالأمازيغية أفولاي (125م - 180 م) ترعرع في مداوروش هو كاتب لاتيني وخطيب.",
+         "لوكيوس أبوليوس", "كاتب لاتيني وخطيب"),  # other names, then the copula
     ],
 )
 def test_a_definition_is_what_the_sentence_says_after_its_subject(text, subject, said):
@@ -345,6 +356,29 @@ def test_a_definition_question_answered_with_its_own_term_gets_the_definition():
     evidence = [_ev("المذهب الحنفي هو مذهب فقهي من المذاهب الأربعة، ينسب إلى أبي حنيفة.")]
     *_, reading = read("ما هو المذهب الحنفي؟", evidence, ScriptedGenerator("المذهب الحنفي"), OTHER, 32)
     assert [p.text for p in reading.parts] == ["مذهب فقهي من المذاهب الأربعة"]
+
+
+def test_a_definition_is_found_where_the_reply_does_not_point():
+    evidence = [_ev("ويجب الملاحظة بأن ضمور الخلايا لا يعني موتها."),
+                _ev("ضمور  هو انكماش أو تقلص في حجم الخلية، ويحدث…")]
+    *_, reading = read("ماهو ضمور الخلايا؟", evidence, ScriptedGenerator("ضمور الخلايا"), OTHER, 32)
+    assert [p.text for p in reading.parts] == ["انكماش أو تقلص في حجم الخلية"]
+    assert definition_in("ما هو المذهب المالكي؟", evidence) is None  # the evidence defines something else
+    assert definition_in("ما هو تعداد سكان بوتسوانا؟", [_ev("بوتسوانا هي واحدة من أسرع الدول نموا.")]) is None
+
+
+def test_a_name_spelled_another_way_restates_the_question():
+    assert not adds_to("ريشارد فاغنر", "من هو ريتشارد فاغنر؟")
+    assert adds_to("محمد", "من هو أحمد؟") and adds_to("عام 2008", "هل وقع الاتفاق عام 2007؟")
+
+
+def test_a_number_the_reply_writes_with_other_separators_is_the_evidences():
+    evidence = [_ev("قدر السكان بـ 2.340 مليون عام 2005، وبلغ التعداد 2،773،000 نسمة عام 2010.")]
+    *_, reading = read("كم بلغ التعداد السكاني في 2010؟", evidence, ScriptedGenerator("2.773،000"), NUMBER, 32)
+    assert [p.text for p in reading.parts] == ["2،773،000"]
+    evidence = [_ev("تبلغ مساحة البلاد 268,021 كيلومتر مربع.")]
+    *_, reading = read("كم تبلغ مساحة البلاد؟", evidence, ScriptedGenerator("268,021 كيلومتر مربع"), NUMBER, 32)
+    assert [p.text for p in reading.parts] == ["268,021 كيلومتر مربع"]  # the reply's own span holds the number
 
 
 def test_a_place_the_gazetteer_lacks_is_still_an_answer():
