@@ -199,18 +199,20 @@ def said_after(ev: Evidence, at: int) -> Part | None:
     return part_of(ev, start, start + words[:DEFINITION_WORDS][-1].end())
 
 
-def numbered(part: Part | None, reply: str, typed: list[tuple[Evidence, int, int]]) -> Part | None:
-    """The part the reply snapped to, or where it lacks the number the reply writes, the evidence's number with the
-    same digits whatever their separators ('2.773،000' is '2،773،000')."""
-    written = _digits(reply)
-    if not written or part and written & _digits(part.text):
+def named(part: Part | None, reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> Part | None:
+    """The part the reply snapped to or, where it holds none of the numbers (places) the reply names, the evidence's
+    span that names one: '2.773،000' is '2،773،000'; 'كازاخستان' at the end of a garbled sentence is the answer."""
+    said = _names(reply, kind)
+    if not said or part and said & _names(part.text, kind):
         return part
-    return next((part_of(ev, s, e) for ev, s, e in typed if _digits(ev.text[s:e]) & written), part)
+    return next((part_of(ev, s, e) for ev, s, e in typed if _names(ev.text[s:e], kind) & said), part)
 
 
-def _digits(text: str) -> set[str]:
-    """The numbers of a text as bare digits."""
-    return {re.sub(r"\D", "", n) for n in re.findall(r"\d+(?:[.,،٬٫]\d+)*", text)}
+def _names(text: str, kind: str) -> set[str]:
+    """The numbers of a text as bare digits, or its places folded."""
+    if kind == NUMBER:
+        return {re.sub(r"\D", "", n) for n in re.findall(r"\d+(?:[.,،٬٫]\d+)*", text)}
+    return {fold(text[s:e])[0] for s, e in spans_of(text, kind)}
 
 
 def locate(found: Found | None, evidence: list[Evidence]) -> Part | None:
@@ -324,8 +326,8 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         yield Reading(kind, method="none", raw=raw)
         return
     part, method = locate(find_run(raw, texts), evidence), "snapped"
-    if kind == NUMBER:
-        part = numbered(part, raw, typed)
+    if kind in (NUMBER, PLACE):
+        part = named(part, raw, typed, kind)
     if part:
         part = head(trim(part, question), question)
     if part and typed:

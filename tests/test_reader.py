@@ -381,6 +381,13 @@ def test_a_number_the_reply_writes_with_other_separators_is_the_evidences():
     assert [p.text for p in reading.parts] == ["268,021 كيلومتر مربع"]  # the reply's own span holds the number
 
 
+def test_a_place_named_in_a_garbled_reply_is_the_evidences_place():
+    evidence = [_ev("التقى بوتين أمير قطر في أستانا عاصمة كازاخستان عام 2022، وبحثا الحرب في أوكرانيا.")]
+    reply = "في عام 2022، بوتين وعمير قطر ساهمان في تجتمعهما في كازاخستان."
+    *_, reading = read("فين اتقابل بوتين وأمير قطر سنة 2022؟", evidence, ScriptedGenerator(reply), PLACE, 32)
+    assert [p.text for p in reading.parts] == ["كازاخستان"]
+
+
 def test_a_place_the_gazetteer_lacks_is_still_an_answer():
     evidence = [_ev("أقيم المسرح الصيفي في الحديقة الساكسونية في وارسو.")]
     *_, reading = read("أين كان يقع المسرح الصيفي؟", evidence, ScriptedGenerator("الحديقة الساكسونية"), PLACE, 32)
