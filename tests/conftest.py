@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import subprocess
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -200,3 +201,30 @@ def zip_bytes(files: dict[str, str | bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def read_during(read: Callable[[], int], rebuild: Callable[[int], None], rebuilds: int) -> tuple[list[str], list[int]]:
+    """Three threads call read (a load of the index: its chunk count) over and over while rebuild(n) runs rebuilds
+    times; the errors the readers met, and what they loaded."""
+    errors: list[str] = []
+    loads: list[int] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                loads.append(read())
+            except Exception as e:  # noqa: BLE001  any failure to read is what the tests look for
+                errors.append(repr(e))
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    try:
+        for n in range(rebuilds):
+            rebuild(n)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    return errors, loads

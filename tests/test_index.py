@@ -4,12 +4,11 @@ clear errors for bad folders, one writer at a time, readers that never see a reb
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTICLES, HashEmbedder, build_store
+from conftest import ARTICLES, HashEmbedder, build_store, read_during
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -393,28 +392,12 @@ def test_a_read_only_index_folder_fails_before_any_embedding(seeds, tmp_path, mo
 
 def test_readers_during_back_to_back_rebuilds_always_get_a_whole_index(built):
     seeds, folder, embedder = built
-    errors, loads, stop = [], [], threading.Event()
 
-    def read():
-        while not stop.is_set():
-            try:
-                store = FaissStore(folder)
-                loads.append(store.count())
-            except Exception as e:  # noqa: BLE001  any failure to load is what this test looks for
-                errors.append(repr(e))
+    def rebuild(n: int) -> None:
+        (seeds / "d_gas.txt").write_text(NEW_ARTICLE + f"\nتحديث رقم {n}.", encoding="utf-8")
+        _build(seeds, folder, embedder)
 
-    readers = [threading.Thread(target=read) for _ in range(3)]
-    for thread in readers:
-        thread.start()
-    try:
-        for n in range(12):
-            text = NEW_ARTICLE + f"\nتحديث رقم {n}."
-            (seeds / "d_gas.txt").write_text(text, encoding="utf-8")
-            _build(seeds, folder, embedder)
-    finally:
-        stop.set()
-        for thread in readers:
-            thread.join()
+    errors, loads = read_during(lambda: FaissStore(folder).count(), rebuild, 12)
     assert errors == [] and len(loads) > 12
 
 

@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTICLES, HashEmbedder
+from conftest import ARTICLES, HashEmbedder, read_during
 
 from rag import cli
 from rag.config import Config
@@ -361,33 +360,24 @@ def test_a_second_build_while_one_holds_the_lock_is_refused(built):
 
 def test_readers_during_back_to_back_publishes_always_get_a_whole_index(built):
     seeds, schema, embedder = built
-    errors, loads, stop = [], [], threading.Event()
     question = "الغاز الطبيعي في قطر"
     vector, words = HashEmbedder().embed_batch([question], "query")[0], terms(question)
 
-    def read():
-        while not stop.is_set():
-            try:
-                store = _store(schema)
-                manifest, passages = store.manifest(), store.search(vector, words, 50)
-                assert len(passages) == store.count() == manifest["chunks"]  # k above the count: every chunk
-                assert {p.chunk.article_id for p in passages} == set(manifest["articles"])
-                loads.append(store.count())
-                store.close()
-            except Exception as e:  # noqa: BLE001  any failure to read is what this test looks for
-                errors.append(repr(e))
+    def read() -> int:
+        store = _store(schema)
+        try:
+            manifest, passages = store.manifest(), store.search(vector, words, 50)
+            assert len(passages) == store.count() == manifest["chunks"]  # k above the count: every chunk
+            assert {p.chunk.article_id for p in passages} == set(manifest["articles"])
+            return store.count()
+        finally:
+            store.close()
 
-    readers = [threading.Thread(target=read) for _ in range(3)]
-    for thread in readers:
-        thread.start()
-    try:
-        for n in range(8):
-            (seeds / "d_gas.txt").write_text(NEW_ARTICLE + f"\nتحديث رقم {n}." * (n % 3), encoding="utf-8")
-            _build(seeds, schema, embedder)
-    finally:
-        stop.set()
-        for thread in readers:
-            thread.join()
+    def rebuild(n: int) -> None:
+        (seeds / "d_gas.txt").write_text(NEW_ARTICLE + f"\nتحديث رقم {n}." * (n % 3), encoding="utf-8")
+        _build(seeds, schema, embedder)
+
+    errors, loads = read_during(read, rebuild, 8)
     assert errors == [] and len(loads) > 8
 
 
