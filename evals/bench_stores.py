@@ -44,7 +44,7 @@ from rag.ingest import Article
 from rag.normalize import terms
 from rag.stores import make_store
 from rag.stores.base import DEPTH, FORMAT_VERSION, Store
-from rag.stores.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, PgVectorStore, shown_dsn
+from rag.stores.pgvector import PgVectorStore, shown_dsn
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
 XQUAD = Path("/work/shared/benchmarks/xquad.ar.json")
@@ -110,9 +110,10 @@ def faiss_store(folder: Path) -> Store:
     return make_store(Config(index_dir=folder, store="faiss"))
 
 
-def pg_store(dsn: str) -> Store:
+def pg_store(dsn: str, hnsw_m: int = 32, hnsw_ef_construction: int = 128) -> Store:
     """The pgvector store of a database, in the benchmark's own schema, built by the factory."""
-    return make_store(Config(store="pgvector", pg_dsn=dsn, pg_schema=SCHEMA))
+    return make_store(Config(store="pgvector", pg_dsn=dsn, pg_schema=SCHEMA, pg_hnsw_m=hnsw_m,
+                             pg_hnsw_ef_construction=hnsw_ef_construction))
 
 
 def _rss_mb() -> float:
@@ -164,10 +165,11 @@ def session_dsn(dsn: str, **settings: str) -> str:
     return make_conninfo(dsn, options=options.strip())
 
 
-def bench_pgvector(n: int, queries: int, dsn: str, truth: list[list[int]], build_settings: dict) -> dict:
+def bench_pgvector(n: int, queries: int, dsn: str, truth: list[list[int]], build_settings: dict,
+                   hnsw: dict) -> dict:
     """pgvector store at n chunks: build (COPY, indexes, statistics), table sizes, search, ef_search values."""
     corpus, query, chunks, words = synthetic(n, queries)
-    build = publish(pg_store(session_dsn(dsn, **build_settings)), chunks, corpus)
+    build = publish(pg_store(session_dsn(dsn, **build_settings), **hnsw), chunks, corpus)
     del chunks
     store = pg_store(dsn)
     figures = search_figures(store, query, words, truth)
@@ -185,7 +187,7 @@ def bench_pgvector(n: int, queries: int, dsn: str, truth: list[list[int]], build
             "load_average": _load()}
 
 
-def bench_scale(sizes: list[int], queries: int, dsn: str, build_settings: dict) -> list[dict]:
+def bench_scale(sizes: list[int], queries: int, dsn: str, build_settings: dict, hnsw: dict) -> list[dict]:
     """Both stores at each size, each in a fresh process."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="rag-bench-stores-") as tmp:
@@ -193,7 +195,7 @@ def bench_scale(sizes: list[int], queries: int, dsn: str, build_settings: dict) 
             print(f"scale: {n:,} chunks, FAISS", file=sys.stderr)
             faiss_row = in_subprocess(bench_faiss, n, queries, Path(tmp))
             print(f"scale: {n:,} chunks, pgvector", file=sys.stderr)
-            pg_row = in_subprocess(bench_pgvector, n, queries, dsn, faiss_row.pop("truth"), build_settings)
+            pg_row = in_subprocess(bench_pgvector, n, queries, dsn, faiss_row.pop("truth"), build_settings, hnsw)
             rows += [faiss_row, pg_row]
     return rows
 
@@ -329,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="PostgreSQL with pgvector (default RAG_PG_DSN, then RAG_TEST_PG_DSN)")
     parser.add_argument("--maintenance-work-mem", default="6GB", help="for the HNSW build: the graph should fit")
     parser.add_argument("--parallel-workers", default="1", help="max_parallel_maintenance_workers for the build")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="pg_hnsw_m of the synthetic indexes (default 32)")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=128,
+                        help="pg_hnsw_ef_construction of the synthetic indexes (default 128)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default evals/results)")
     args = parser.parse_args(argv)
     if not args.dsn:
@@ -340,10 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine(),
               "server": shown_dsn(args.dsn), "queries": queries,
-              "settings": {**server_settings(args.dsn), "hnsw_m": HNSW_M, "hnsw_ef_construction": HNSW_EF_CONSTRUCTION,
+              "settings": {**server_settings(args.dsn), "hnsw_m": args.hnsw_m,
+                           "hnsw_ef_construction": args.hnsw_ef_construction,
                            "build": ", ".join(f"{k} {v}" for k, v in build.items())}}
     try:
-        result["scale"] = bench_scale(sizes, queries, args.dsn, build)
+        hnsw = {"hnsw_m": args.hnsw_m, "hnsw_ef_construction": args.hnsw_ef_construction}
+        result["scale"] = bench_scale(sizes, queries, args.dsn, build, hnsw)
         result["retrieval"] = bench_retrieval(args, args.dsn)
     finally:
         drop_schema(args.dsn)

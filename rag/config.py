@@ -33,6 +33,12 @@ class Config:
     store: str = setting("faiss", "search store: faiss (a local folder) or pgvector (a PostgreSQL server)")
     pg_dsn: str = setting("", "PostgreSQL connection string for store = pgvector (or RAG_PG_DSN)")
     pg_schema: str = setting("rag", "PostgreSQL schema the pgvector store keeps its tables in")
+    # Twice pgvector's defaults (16, 64): at 10^6 chunks recall@10 0.965 instead of 0.752, for builds twice as long
+    # (evals/results/stores-latest.md).
+    pg_hnsw_m: int = setting(32, "links per vector in pgvector's HNSW index, 2-100 (more: better recall, slower "
+                                 "builds)")
+    pg_hnsw_ef_construction: int = setting(128, "candidates kept while building pgvector's HNSW index, from 2 x "
+                                                "pg_hnsw_m to 1000 (more: better recall, slower builds)")
     # EmbeddingGemma with int8 weights run by OpenVINO: 4x the fp32 model's speed on two cores, cosine 0.999 to its
     # vectors, the same recall (evals/results/embedders-latest.md).
     embedder: str = setting("embeddinggemma-300m-openvino-w8", "embedding model: a registered name "

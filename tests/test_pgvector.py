@@ -112,13 +112,32 @@ def test_build_publishes_one_version_with_its_manifest(built):
     seeds, schema, embedder = built
     store = _store(schema)
     manifest = store.manifest()
-    assert manifest["store"] == "pgvector" and manifest["dense"]["type"] == "hnsw-m16-efc64-ip"
+    assert manifest["store"] == "pgvector" and manifest["dense"]["type"] == "hnsw-m32-efc128-ip"
     assert manifest["dense"]["metric"] == "inner_product" and manifest["bm25"]["k1"] == 1.5
     assert manifest["embedder"] == {"id": "hash-embedder-64", "dims": 64}
     assert manifest["chunks"] == store.count() == embedder.calls
     assert set(manifest["articles"]) == set(ARTICLES)
     assert _tables(schema) == ["articles_v000001", "chunks_v000001", "current", "terms_v000001", "versions"]
     assert store.where == f"{shown_dsn(DSN)} (schema {schema})" and "rag:rag@" not in store.where
+
+
+def test_the_hnsw_settings_build_the_index_and_are_in_its_manifest(seeds, schema):
+    import psycopg
+
+    config = Config(store="pgvector", pg_dsn=DSN, pg_schema=schema, pg_hnsw_m=8, pg_hnsw_ef_construction=40)
+    build_index(seeds, make_store(config), HashEmbedder(), SIZE, OVERLAP, log=lambda *_: None)
+    assert make_store(config).manifest()["dense"]["type"] == "hnsw-m8-efc40-ip"
+    with psycopg.connect(DSN) as conn:
+        (definition,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexdef LIKE "
+                                     "'%%hnsw%%'", (schema,)).fetchone()
+    assert "m='8'" in definition and "ef_construction='40'" in definition
+
+
+@pytest.mark.parametrize(("m", "ef_construction"), [(1, 64), (101, 400), (16, 31), (16, 1001)])
+def test_hnsw_settings_out_of_pgvectors_range_are_one_line(m, ef_construction):
+    config = Config(store="pgvector", pg_dsn=DSN, pg_hnsw_m=m, pg_hnsw_ef_construction=ef_construction)
+    with pytest.raises(RagError, match=r"^settings pg_hnsw_m .* must be 2-100 and pg_hnsw_ef_construction from"):
+        make_store(config)
 
 
 def test_the_index_round_trips(built):
@@ -446,7 +465,7 @@ def test_rag_index_then_search_with_the_pgvector_store(hash_cli, seeds, schema, 
     flags = ["--store", "pgvector", "--pg-dsn", DSN, "--pg-schema", schema, "--seeds-dir", str(seeds)]
     assert cli.main([*flags, "index"]) == 0
     out = capsys.readouterr().out
-    assert f"index {shown_dsn(DSN)} (schema {schema}):" in out and "(hnsw-m16-efc64-ip)" in out and "added 3" in out
+    assert f"index {shown_dsn(DSN)} (schema {schema}):" in out and "(hnsw-m32-efc128-ip)" in out and "added 3" in out
     assert cli.main([*flags, "search", "--json", "-k", "2", "من نقل رسالة بوتين إلى أمير قطر؟"]) == 0
     passages = json.loads(capsys.readouterr().out)
     assert passages[0]["source"] == "b_persian.txt" and len(passages) == 2

@@ -33,8 +33,6 @@ from rag.ingest import Article
 from rag.normalize import terms as text_terms
 from rag.stores.base import BM25_B, BM25_K1, BM25_MANIFEST, DEPTH, RRF_K, Mode, Passage, Store, bm25_idf
 
-HNSW_M = 16  # pgvector's defaults: graph degree and build-time candidate list
-HNSW_EF_CONSTRUCTION = 64
 HNSW_MAX_DIMS = 2000  # pgvector indexes vectors of up to 2,000 dimensions; longer ones are searched exactly
 MIN_EF_SEARCH = 40  # pgvector's default hnsw.ef_search; a search sets at least twice its depth
 MIN_PGVECTOR = (0, 5, 0)  # HNSW came with pgvector 0.5
@@ -77,9 +75,8 @@ ALTER TABLE {chunks} ADD PRIMARY KEY (seq);
 CREATE INDEX ON {chunks} (article_id);
 CREATE INDEX ON {chunks} USING gin (terms);
 """
-INDEX_HNSW = f"""
-CREATE INDEX ON {{chunks}} USING hnsw (embedding vector_ip_ops)
-WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})
+INDEX_HNSW = """
+CREATE INDEX ON {chunks} USING hnsw (embedding vector_ip_ops) WITH (m = {m}, ef_construction = {ef_construction})
 """
 # ts_stat counts, per lexeme, the chunks that hold it: the document frequency.
 CREATE_TERMS = """
@@ -263,10 +260,14 @@ class PgVectorStore(Store):
 
     name = "pgvector"
 
-    def __init__(self, dsn: str, schema: str = "rag"):
+    def __init__(self, dsn: str, schema: str = "rag", hnsw_m: int = 32, hnsw_ef_construction: int = 128):
         if not schema:
             raise RagError("setting pg_schema must name a schema, e.g. rag")
+        if not 2 <= hnsw_m <= 100 or not 2 * hnsw_m <= hnsw_ef_construction <= 1000:  # pgvector's own limits
+            raise RagError(f"settings pg_hnsw_m ({hnsw_m}) and pg_hnsw_ef_construction ({hnsw_ef_construction}): "
+                           "pg_hnsw_m must be 2-100 and pg_hnsw_ef_construction from 2 x pg_hnsw_m to 1000")
         self.dsn, self.schema = dsn, schema
+        self.hnsw = {"m": hnsw_m, "ef_construction": hnsw_ef_construction}
         self.where = f"{shown_dsn(dsn)} (schema {schema})"
         self._conn = None
         self._ef_search = 0  # the session's hnsw.ef_search, once set
@@ -281,7 +282,7 @@ class PgVectorStore(Store):
         if not config.pg_dsn.strip():
             raise RagError("store = pgvector needs a database: set pg_dsn in rag.toml or the RAG_PG_DSN variable "
                            "(postgresql://user:password@host:port/database)")
-        return cls(config.pg_dsn, config.pg_schema)
+        return cls(config.pg_dsn, config.pg_schema, config.pg_hnsw_m, config.pg_hnsw_ef_construction)
 
     # Connections and errors.
 
@@ -497,7 +498,7 @@ class PgVectorStore(Store):
         conn = self._writer
         old = self._pinned  # read by the builder's call to manifest(), None if there was no usable index
         dims = int(vectors.shape[1])
-        kind = f"hnsw-m{HNSW_M}-efc{HNSW_EF_CONSTRUCTION}-ip" if dims <= HNSW_MAX_DIMS else "exact-ip"
+        kind = "hnsw-m{m}-efc{ef_construction}-ip".format(**self.hnsw) if dims <= HNSW_MAX_DIMS else "exact-ip"
         added = {"store": self.name, "dense": {"type": kind, "metric": "inner_product", "normalized": True},
                  "bm25": BM25_MANIFEST}
         number = 1 + max(self._versions(conn) | self._own_versions(conn), default=0)
@@ -538,7 +539,7 @@ class PgVectorStore(Store):
             copy.write(COPY_TRAILER)
         conn.execute(INDEX_CHUNKS.format(**tables))
         if dims <= HNSW_MAX_DIMS:
-            conn.execute(INDEX_HNSW.format(**tables))
+            conn.execute(INDEX_HNSW.format(**tables, **self.hnsw))
         conn.execute(CREATE_TERMS.format(**tables))
 
     @staticmethod
