@@ -172,6 +172,9 @@ def definition(part: Part) -> Part | None:
     copula = _DEFINING.search(ev.text, at)
     if copula and len(ev.text[at : copula.start()].split()) <= DEFINING_REACH:
         at = copula.end()
+    elif not _COPULA.match(ev.text, at).group().strip():
+        # no copula, nor a parenthesis or comma after the subject: the sentence goes on ('بالاتحاد الروسي ودول…')
+        return None
     return said_after(ev, at)
 
 
@@ -182,7 +185,8 @@ def definition_in(question: str, evidence: list[Evidence]) -> Part | None:
     subject = set(terms(" ".join(focus(question)[:1])))
     for ev in evidence:
         for copula in _DEFINING.finditer(ev.text):
-            before = ev.text[: copula.start()].split()[-DEFINING_REACH:]
+            # the subject of this copula: its own clause, not one before a comma ('تفكك الاتحاد السوفيتي، كانت قطر…')
+            before = re.split(r"[،,.;؛:]", ev.text[: copula.start()])[-1].split()[-DEFINING_REACH:]
             if subject & set(terms(" ".join(before))) and (part := said_after(ev, copula.end())):
                 return part
     return None
