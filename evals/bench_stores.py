@@ -110,10 +110,9 @@ def faiss_store(folder: Path) -> Store:
     return make_store(Config(index_dir=folder, store="faiss"))
 
 
-def pg_store(dsn: str, hnsw_m: int = 32, hnsw_ef_construction: int = 128) -> Store:
-    """The pgvector store of a database, in the benchmark's own schema, built by the factory."""
-    return make_store(Config(store="pgvector", pg_dsn=dsn, pg_schema=SCHEMA, pg_hnsw_m=hnsw_m,
-                             pg_hnsw_ef_construction=hnsw_ef_construction))
+def pg_store(dsn: str, **settings) -> Store:
+    """The pgvector store of a database, in the benchmark's own schema, built by the factory (settings: pg_hnsw_*)."""
+    return make_store(Config(store="pgvector", pg_dsn=dsn, pg_schema=SCHEMA, **settings))
 
 
 def _rss_mb() -> float:
@@ -331,9 +330,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="PostgreSQL with pgvector (default RAG_PG_DSN, then RAG_TEST_PG_DSN)")
     parser.add_argument("--maintenance-work-mem", default="6GB", help="for the HNSW build: the graph should fit")
     parser.add_argument("--parallel-workers", default="1", help="max_parallel_maintenance_workers for the build")
-    parser.add_argument("--hnsw-m", type=int, default=32, help="pg_hnsw_m of the synthetic indexes (default 32)")
-    parser.add_argument("--hnsw-ef-construction", type=int, default=128,
-                        help="pg_hnsw_ef_construction of the synthetic indexes (default 128)")
+    defaults = Config()
+    parser.add_argument("--hnsw-m", type=int, default=defaults.pg_hnsw_m,
+                        help=f"pg_hnsw_m of the synthetic indexes (default {defaults.pg_hnsw_m})")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=defaults.pg_hnsw_ef_construction,
+                        help=f"pg_hnsw_ef_construction of the synthetic indexes (default "
+                             f"{defaults.pg_hnsw_ef_construction})")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default evals/results)")
     args = parser.parse_args(argv)
     if not args.dsn:
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
                            "hnsw_ef_construction": args.hnsw_ef_construction,
                            "build": ", ".join(f"{k} {v}" for k, v in build.items())}}
     try:
-        hnsw = {"hnsw_m": args.hnsw_m, "hnsw_ef_construction": args.hnsw_ef_construction}
+        hnsw = {"pg_hnsw_m": args.hnsw_m, "pg_hnsw_ef_construction": args.hnsw_ef_construction}
         result["scale"] = bench_scale(sizes, queries, args.dsn, build, hnsw)
         result["retrieval"] = bench_retrieval(args, args.dsn)
     finally:

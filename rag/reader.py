@@ -156,8 +156,9 @@ def widen(part: Part, kind: str) -> Part:
     return part_of(ev, start, end)
 
 
-_COPULA = re.compile(r"(?:\s*\([^()]*\)|\s*[:،,–—-]|\s*(?:هو|هي|هم|هما|يعد|تعد|يعتبر|تعتبر|عبارة عن)(?=\s))*\s*")
-_DEFINING = re.compile(r"(?<!\S)و?(?:هو|هي|هم|هما|كان|كانت|يعد|تعد|يعتبر|تعتبر)(?=\s)")
+_IS = "هو|هي|هم|هما|يعد|تعد|يعتبر|تعتبر"  # the copulas: what comes after them says what the subject is
+_COPULA = re.compile(rf"(?:\s*\([^()]*\)|\s*[:،,–—-]|\s*(?:{_IS}|عبارة عن)(?=\s))*\s*")
+_DEFINING = re.compile(rf"(?<!\S)و?(?:{_IS}|كان|كانت)(?=\s)")
 _CLAUSE = re.compile(r"[^،,.;؛:()\n]+")
 DEFINITION_WORDS = 15
 DEFINING_REACH = 20  # words from a subject to its copula ('لوكيوس أبوليوس و بالأمازيغية أفولاي (…) ترعرع في … هو')
@@ -203,7 +204,7 @@ def said_after(ev: Evidence, at: int) -> Part | None:
     return part_of(ev, start, start + words[:DEFINITION_WORDS][-1].end())
 
 
-def named(part: Part | None, reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> Part | None:
+def named_span(part: Part | None, reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> Part | None:
     """The part the reply snapped to or, where it holds none of the numbers (places) the reply names, the evidence's
     span that names one: '2.773،000' is '2،773،000'; 'كازاخستان' at the end of a garbled sentence is the answer."""
     said = _names(reply, kind)
@@ -215,8 +216,16 @@ def named(part: Part | None, reply: str, typed: list[tuple[Evidence, int, int]],
 def _names(text: str, kind: str) -> set[str]:
     """The numbers of a text as bare digits, or its places folded."""
     if kind == NUMBER:
-        return {re.sub(r"\D", "", n) for n in re.findall(r"\d+(?:[.,،٬٫]\d+)*", text)}
+        return digits(text)
     return {fold(text[s:e])[0] for s, e in spans_of(text, kind)}
+
+
+_NUMERAL = r"\d+(?:[.,،٬٫]\d+)*"  # digits with any separators: '2.773،000' and '2،773،000' are one number
+
+
+def digits(text: str, pattern: str = _NUMERAL) -> set[str]:
+    """The numbers (or years, with a year pattern) of a text as bare digits."""
+    return {re.sub(r"\D", "", n) for n in re.findall(pattern, text)}
 
 
 def locate(found: Found | None, evidence: list[Evidence]) -> Part | None:
@@ -297,11 +306,11 @@ def invented(reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> b
         return bool(named) and not any(n in found for n in named)
     # Dates are written many ways ('6 ديسمبر 1991', 'السادس من ديسمبر عام 1991'): compare their years. Numbers are
     # compared by their digits ('2.773،000' is '2،773،000'), and a number the evidence writes in words counts.
-    pattern = r"(?<!\d)\d{4}(?!\d)" if kind == DATE else r"\d+(?:[.,،٬٫]\d+)*"
-    held = {re.sub(r"\D", "", n) for n in re.findall(pattern, found)}
+    pattern = r"(?<!\d)\d{4}(?!\d)" if kind == DATE else _NUMERAL
+    held = digits(found, pattern)
     if kind == NUMBER:
         held |= {str(NUMBER_WORDS[w]) for w in tokens(found) if w in NUMBER_WORDS}
-    return any(re.sub(r"\D", "", n) not in held for name in named for n in re.findall(pattern, name))
+    return any(n not in held for name in named for n in digits(name, pattern))
 
 
 def read(question: str, evidence: list[Evidence], generator: Generator, kind: str,
@@ -331,7 +340,7 @@ def read(question: str, evidence: list[Evidence], generator: Generator, kind: st
         return
     part, method = locate(find_run(raw, texts), evidence), "snapped"
     if kind in (NUMBER, PLACE):
-        part = named(part, raw, typed, kind)
+        part = named_span(part, raw, typed, kind)
     if part:
         part = head(trim(part, question), question)
     if part and typed:
