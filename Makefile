@@ -4,6 +4,21 @@ PYTHON ?= python3.11
 CACHE ?= $(HOME)/.cache/arabic-rag
 VENV ?= .venv
 LLAMA_CPP_VERSION := 0.3.36
+# llama.cpp is compiled for this machine's CPU (-march=native) less its AMX instructions: on Intel CPUs with AMX,
+# ggml's AMX kernels segfault on our Q4_K_M models (ggml-org/llama.cpp#20824, closed unfixed), while the AVX2 /
+# AVX-512 weight repacking is kept (README, "The llama.cpp build"). GGML_NATIVE would put -march=native after our
+# -mno-amx-*, so it is off, and so are ggml's own x86 switches: the compiler's native detection decides them all.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CFLAGS ?= -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_SSE42=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF \
+	-DGGML_BMI2=OFF
+endif
+# More CMake options for llama.cpp, e.g. `make setup LLAMA_EXTRA=-DGGML_CUDA=on` for CUDA offload.
+LLAMA_EXTRA ?=
+# One cached wheel per recipe and CPU: a wheel built with other flags, or for another CPU, is never reused.
+LLAMA_KEY := $(shell { echo $(LLAMA_CPP_VERSION) $(LLAMA_CFLAGS) $(LLAMA_CMAKE) $(LLAMA_EXTRA); uname -m; \
+	grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null; } | sha256sum | cut -c1-12)
+LLAMA_WHEELS := $(CACHE)/wheels/llama-cpp-$(LLAMA_KEY)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export RAG_CACHE := $(CACHE)
@@ -20,7 +35,8 @@ PG_AS := $(if $(SUDO),,runuser -u postgres --)
 PG_DSN := postgresql://rag:rag@127.0.0.1:$(PG_PORT)/rag
 PSQL := $(PG_AS) $(PG_BIN)/psql -h $(PG_DIR)/run -p $(PG_PORT) -U postgres -v ON_ERROR_STOP=1 -qtA
 PGVECTOR := $(CACHE)/pgvector
-# bookworm has no pgvector >= 0.5 (HNSW): Debian's source package from trixie, fetched with a private apt list.
+# bookworm has no pgvector >= 0.5 (HNSW): Debian's source package from trixie, fetched with a private apt list from
+# the Debian archive this machine's apt already uses (its mirror, its proxy settings).
 APT_PGVECTOR := -o Dir::Etc::SourceList=$(PGVECTOR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(PGVECTOR)/lists -o Dir::Cache=$(PGVECTOR)/apt -o APT::Sandbox::User=$(shell id -un)
 # Built against the server headers of postgresql-server-dev (unpacked, not installed: it pulls in clang and LLVM),
@@ -35,10 +51,12 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: otherwise sentence-transformers pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	# llama-cpp-python compiles for ~6 minutes: build the wheel once into the cache, reuse it after.
-	ls $(CACHE)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		$(BIN)/pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(CACHE)/wheels
-	$(BIN)/pip install -q --find-links $(CACHE)/wheels llama-cpp-python==$(LLAMA_CPP_VERSION)
+	# llama-cpp-python compiles for ~6 minutes: build the wheel once into the cache, reuse it after. --no-cache-dir:
+	# pip's own wheel cache ignores CMAKE_ARGS and would hand back a wheel built with other flags.
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" CMAKE_ARGS="$(LLAMA_CMAKE) $(LLAMA_EXTRA)" \
+		$(BIN)/pip wheel -q --no-cache-dir --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_WHEELS)
+	$(BIN)/pip install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install -q -e '.[llm,ui,server,test,pg,fast]'
 	touch $@
 
@@ -73,9 +91,12 @@ $(PG_BIN)/initdb:
 
 $(PGVECTOR)/.built: | $(PG_BIN)/initdb
 	rm -rf $(PGVECTOR) && mkdir -p $(PGVECTOR)/lists/partial $(PGVECTOR)/apt/archives/partial
-	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
-		> $(PGVECTOR)/sources.list
 	$(SUDO) apt-get update -qq
+	mirror=$$(apt-get indextargets --format '$$(SITE) $$(LABEL)' | awk '$$2 == "Debian" { print $$1; exit }'); \
+	test -n "$$mirror" || { echo "error: apt has no Debian archive configured: pgvector's source comes from it" >&2; \
+		exit 2; }; \
+	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $$mirror trixie main" \
+		> $(PGVECTOR)/sources.list
 	cd $(PGVECTOR) && apt-get -qq $(APT_PGVECTOR) update && apt-get -qq $(APT_PGVECTOR) source --download-only pgvector \
 		&& apt-get -qq -o APT::Sandbox::User=$(shell id -un) download postgresql-server-dev-$(PG_VERSION)
 	cd $(PGVECTOR) && mkdir src && tar xzf pgvector_*.orig.tar.gz -C src --strip-components 1 && dpkg-deb -x postgresql-server-dev-*.deb dev && rm -rf lists apt

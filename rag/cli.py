@@ -44,7 +44,9 @@ def _question(words: list[str]) -> str:
 
 
 def cmd_models(args, config: Config) -> None:
+    from rag.generators import GENERATORS
     from rag.models import EXPORTS, MODELS, pull
+    from rag.plugins import parse
 
     # By default the configured models and every downloadable one; exports are built only when named or configured.
     names = args.names or [config.embedder, config.generator, *[n for n in MODELS if n not in
@@ -54,6 +56,11 @@ def cmd_models(args, config: Config) -> None:
             pull(name, config.models_dir, CACHE_DIR / "downloads")
         elif args.names:
             raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS | EXPORTS)}")
+    backend, spec = parse(config.generator, GENERATORS, "llama")
+    if backend == "llama" and (not args.names or spec in args.names):
+        from rag.generators.llama import LlamaGenerator
+
+        print(LlamaGenerator.check_config(config, spec))  # a build that crashes on this CPU is named now, not later
 
 
 def cmd_index(args, config: Config) -> None:

@@ -167,6 +167,9 @@ def _validate(config: Config) -> Config:
         raise RagError(f"setting port must be between 1 and 65535, not {config.port}")
     if config.n_gpu_layers < -1:
         raise RagError(f"setting n_gpu_layers must be -1 (all) or more, not {config.n_gpu_layers}")
+    user, colon, password = config.auth.partition(":")
+    if config.auth and not (colon and user and password):
+        raise RagError("setting auth must be written user:password")
     if config.timeout <= 0:
         raise RagError(f"setting timeout must be more than 0 seconds, not {config.timeout}")
     return config

@@ -524,12 +524,8 @@ def limits_text() -> str:
 
 def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) -> str:
     """Serve the app on config.host:config.port (never shared publicly); returns its local URL."""
-    auth = None
-    if config.auth:
-        user, sep, password = config.auth.partition(":")
-        if not sep or not user or not password:
-            raise RagError("auth must be written user:password")
-        auth = (user, password)
+    user, _, password = config.auth.partition(":")  # checked with the other settings: user:password or empty
+    auth = (user, password) if config.auth else None
     _, url, _ = app.launch(
         server_name=config.host, server_port=config.port, auth=auth, share=False, ssr_mode=False,
         prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, footer_links=[],
@@ -556,5 +552,11 @@ def serve(config: Config) -> None:
     check_port(config.host, config.port)
     assistant = Assistant.load(config)
     assistant.generator  # noqa: B018  load the model now: a missing model fails here, not in the first answer
-    threading.Thread(target=assistant.warm_up, daemon=True).start()  # the first answer is then as fast as later ones
-    launch(create_app(assistant, config), config)
+    # The first answer is then as fast as later ones. Joined, never left running: a thread still decoding inside
+    # llama.cpp while the interpreter shuts down crashes the process.
+    warm = threading.Thread(target=assistant.warm_up, name="warm-up")
+    warm.start()
+    try:
+        launch(create_app(assistant, config), config)
+    finally:
+        warm.join()

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from hypothesis import settings
+
 
 from rag.assistant import Assistant
 from rag.config import PACKAGE_ROOT, Config, load_config
@@ -27,6 +29,12 @@ from rag.index import build_index
 from rag.normalize import terms
 from rag.stores import make_store
 from rag.stores.faiss import FaissStore
+
+# CI explores the same examples on every run (a failure there is never chance) and prints how to replay one;
+# a developer's runs keep exploring new ones. HYPOTHESIS_PROFILE=ci replays CI's choice locally.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 ARTICLES = {
     "a_visit.txt": "زيارة بوتين إلى الدوحة\n12 أكتوبر 2022\n"

@@ -97,6 +97,8 @@ def test_invalid_toml_is_an_error(tmp_path):
         ({"port": 70000}, "port must be between 1 and 65535"),
         ({"n_gpu_layers": -2}, "n_gpu_layers must be -1"),
         ({"min_similarity": 3}, "min_similarity must be between -1 and 1"),
+        ({"auth": "nocolon"}, "auth must be written user:password"),
+        ({"auth": ":secret"}, "auth must be written user:password"),
     ],
 )
 def test_values_that_would_fail_later_are_refused_now(settings, message):

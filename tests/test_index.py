@@ -229,22 +229,19 @@ def test_a_corrupt_index_is_rebuilt_from_scratch(built):
     assert report.embedded == report.chunks == FaissStore(folder).count()
 
 
-def test_an_index_of_the_previous_format_is_taken_over_and_only_its_files_replaced(built, tmp_path):
+def test_files_named_like_an_index_are_refused_and_left_untouched(built, tmp_path):
     seeds, folder, embedder = built
-    old = tmp_path / "old-index"  # format 1: the files directly in the folder
-    old.mkdir()
-    for name in FILES:
-        source = _version(folder) / name
-        if source.is_dir():
-            (old / name).mkdir()
-            (old / name / "data.json").write_text("{}")
-        else:
-            (old / name).write_bytes(source.read_bytes())
-    with pytest.raises(RagError, match="older version of this program.*`rag index`"):
-        FaissStore(old).manifest()
-    report = _build(seeds, old, embedder)
-    assert report.chunks == FaissStore(old).count()
-    assert sorted(p.name for p in old.iterdir()) == sorted([MARKER, POINTER, ".lock", "v000001"])
+    mydata = tmp_path / "mydata"  # a user's files that happen to bear the names of an index's (or format 1's)
+    (mydata / "bm25").mkdir(parents=True)
+    (mydata / "manifest.json").write_text('{"name": "x"}')
+    (mydata / "articles.jsonl").write_text('{"id": 1}')
+    (mydata / "bm25" / "thesis.txt").write_text("the user's")
+    before = {p: p.read_bytes() for p in mydata.rglob("*") if p.is_file()}
+    with pytest.raises(RagError, match="not an index folder.*nothing was changed"):
+        _build(seeds, mydata, embedder)
+    with pytest.raises(RagError, match="no index in"):
+        FaissStore(mydata).manifest()
+    assert {p: p.read_bytes() for p in mydata.rglob("*") if p.is_file()} == before
 
 
 def _fail(*_args, **_kwargs):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import Config
+from rag.config import CACHE_DIR, Config
 from rag.errors import RagError
 from rag.generators.base import Piece
+from rag.generators.llama_check import check
 from rag.spans import TokenTrie, token_trie
 
 GGUF_MAGIC = b"GGUF"
@@ -78,6 +79,9 @@ class LlamaGenerator:
                            "generator path") from e
         if magic != GGUF_MAGIC:
             raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
+        # In a child first (once per build, model and settings): a build that crashes here must not take this
+        # process down with it.
+        check(path, n_ctx, n_threads, n_batch, n_gpu_layers, CACHE_DIR / "checks")
         try:
             self.llm = Llama(
                 model_path=str(path),
@@ -101,6 +105,16 @@ class LlamaGenerator:
 
         path = resolve(spec, config.models_dir, "generator")
         return cls(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers)
+
+    @staticmethod
+    def check_config(config: Config, spec: str) -> str:
+        """Smoke-test llama.cpp with the configured model and settings (in a child process); what was checked."""
+        from rag.models import resolve
+
+        path = resolve(spec, config.models_dir, "generator")
+        check(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers, CACHE_DIR / "checks")
+        return f"llama.cpp decoded a test batch with {path.name} (n_batch {config.n_batch}, n_threads " \
+               f"{config.n_threads}, n_gpu_layers {config.n_gpu_layers}): this build runs on this machine"
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model uses for a text."""

@@ -49,7 +49,6 @@ POINTER = "current"
 LOCK = ".lock"
 READERS = ".readers"  # readers hold a shared lock on this file of a version while they load it
 FILES = ("manifest.json", "articles.jsonl", "chunks.jsonl", "vectors.npy", "dense.faiss", "bm25")
-OLD_LAYOUT = FILES  # format 1 kept these files directly in the index folder
 _VERSION = re.compile(r"^v(\d{6,})$")
 _TEMP = re.compile(r"^\.tmp-v\d+-\d+$")
 EXACT_SEARCH_LIMIT = 50_000  # below this many chunks FAISS searches exactly; from it on, an IVF index
@@ -170,9 +169,8 @@ def check_owned(folder: Path) -> None:
     names = {p.name for p in folder.iterdir()}
     if not names or MARKER in names:
         return
-    manifest = folder / "manifest.json"
-    if names <= set(OLD_LAYOUT) and manifest.is_file():  # an index written by format 1 of this project
-        return
+    # Files named like an index's are no proof that this project wrote them (format 1 of the index had no marker):
+    # such a folder is refused like any other, never emptied.
     shown = ", ".join(sorted(names)[:3]) + ("…" if len(names) > 3 else "")
     raise RagError(f"index_dir {folder} is not an index folder (it holds {shown}); nothing was changed: "
                    "choose a new or empty folder for index_dir")
@@ -209,9 +207,6 @@ class FaissStore(Store):
         for _ in range(20):
             name = self._current()
             if name is None:
-                if (self.folder / "manifest.json").is_file():
-                    raise RagError(f"the index in {self.folder} was written by an older version of this program: "
-                                   "run `rag index` to rebuild it")
                 raise RagError(f"no index in {self.folder}: run `rag index` to build it from your articles")
             version = self.folder / name
             try:
@@ -322,12 +317,12 @@ class FaissStore(Store):
         tmp = self.folder / f".tmp-{name}-{os.getpid()}"
         try:
             tmp.mkdir()
+            (tmp / READERS).touch()  # first: a temp folder holding it is provably ours (see _remove_leftovers)
             _write_jsonl(tmp / "articles.jsonl", (asdict(a) for a in all_articles))
             _write_jsonl(tmp / "chunks.jsonl", (c.to_dict() for c in all_chunks))
             np.save(tmp / "vectors.npy", matrix, allow_pickle=False)
             _faiss().write_index(dense, str(tmp / "dense.faiss"))
             make_bm25(all_chunks).save(str(tmp / "bm25"), show_progress=False)
-            (tmp / READERS).touch()
             (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
             tmp.rename(self.folder / name)
             pointer = self.folder / f".tmp-{POINTER}-{os.getpid()}"
@@ -348,25 +343,18 @@ class FaissStore(Store):
     def _remove_leftovers(self) -> None:
         """Remove what a killed build left: temp folders and pointers (we hold the build lock)."""
         for path in self.folder.iterdir():
-            if _TEMP.match(path.name) and path.is_dir() and not path.is_symlink():
+            if _TEMP.match(path.name) and path.is_dir() and not path.is_symlink() and (path / READERS).is_file():
                 shutil.rmtree(path, ignore_errors=True)
             elif path.name.startswith(f".tmp-{POINTER}-"):
                 path.unlink(missing_ok=True)
 
     def _remove_old(self, keep_previous: str | None) -> None:
-        """Remove versions older than the previous one (and format-1 files), unless a reader is loading them."""
+        """Remove versions older than the previous one, unless a reader is loading them."""
         current = self._current()
         for path in self.folder.iterdir():
             # Only our own version folders: named by us and holding the readers' lock file we wrote into them.
             if _VERSION.match(path.name) and path.name not in (current, keep_previous) and (path / READERS).is_file():
                 _remove_unless_read(path)
-        if (self.folder / MARKER).exists():
-            for name in OLD_LAYOUT:
-                old = self.folder / name
-                if old.is_dir() and not old.is_symlink():
-                    shutil.rmtree(old, ignore_errors=True)
-                elif old.is_file():
-                    old.unlink(missing_ok=True)
 
 
 def _remove_unless_read(version: Path) -> None:

@@ -1,0 +1,97 @@
+"""Smoke test of the local llama.cpp build: decode a multi-token batch in a child process before the model is used.
+
+A llama.cpp build that cannot run on this CPU (ggml's AMX kernels on some Intel machines, a wheel built for another
+CPU) kills the process with a signal in the middle of an answer. Run first in a child, the crash becomes one line
+that names the cause and the remedy. A build, model and settings that passed are remembered, so the check costs a
+few seconds once, not on every start.
+
+Run as `python -m rag.generators.llama_check MODEL N_CTX N_THREADS N_BATCH N_GPU_LAYERS` (the child's side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from rag.errors import RagError
+
+# Longer than one token, so that the matrix kernels of a batch run (a one-token prompt passes on a broken build).
+PROBE = "تلقى أمير قطر رسالة شفهية من الرئيس الروسي نقلها نائب وزير الخارجية. " * 4
+TIMEOUT = 600  # seconds: loading a model from a cold disk on a busy machine can be slow
+AMX = "AMX_INT8 = 1"  # what llama.cpp's system info says when its AMX kernels are compiled in
+
+
+def probe(path: str, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int) -> int:
+    """The child: load the model with these settings, print the build's features, decode the probe batch."""
+    import llama_cpp
+
+    print(llama_cpp.llama_print_system_info().decode("utf-8", "replace"), flush=True)
+    llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                          n_batch=n_batch, n_gpu_layers=n_gpu_layers, verbose=False)
+    tokens = llm.tokenize(PROBE.encode("utf-8"), add_bos=False)
+    llm.eval(tokens)
+    print(f"decoded {len(tokens)} tokens", flush=True)
+    return 0
+
+
+def _fingerprint(path: Path, settings: tuple[int, ...]) -> str:
+    """What the outcome depends on: the llama.cpp libraries, the model file, the settings and the CPU."""
+    import llama_cpp  # the package's location, without loading its library twice
+
+    parts = [repr(settings), sys.version]
+    library = Path(llama_cpp.__file__).parent / "lib"
+    for file in sorted(library.glob("*")) + [path]:
+        stat = file.stat()
+        parts.append(f"{file.resolve()} {stat.st_size} {stat.st_mtime_ns}")
+    try:
+        parts += [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")][:1]
+    except OSError:
+        pass  # not Linux: the libraries and the model decide
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def crash_message(returncode: int, system_info: str, model: str) -> str:
+    """One line for a child killed by a signal: what crashed, why, and what to do."""
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    what = f"llama.cpp crashed ({name}) decoding a test batch with {model} on this CPU"
+    if AMX in system_info:
+        return (f"{what}: this llama.cpp build includes ggml's AMX kernels, which crash on this machine "
+                "(llama.cpp issue #20824); rebuild it without them with `make setup` (README: The llama.cpp build)")
+    return (f"{what}: this llama.cpp build does not run here (built for another CPU?); rebuild it on this machine "
+            "with `make setup` (README: The llama.cpp build)")
+
+
+def check(path: Path, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int, passed_dir: Path | None,
+          command: list[str] | None = None) -> None:
+    """Raise a one-line RagError when decoding a batch with this model and these settings kills the process; a
+    check that passed is recorded in passed_dir. Failures other than a crash are left to the real load to report."""
+    settings = (n_ctx, n_threads, n_batch, n_gpu_layers)
+    record = passed_dir / f"llama-{_fingerprint(path, settings)}.ok" if passed_dir else None
+    if record is not None and record.exists():
+        return
+    command = command or [sys.executable, "-m", __name__, str(path), *map(str, settings)]
+    try:
+        child = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise RagError(f"llama.cpp did not decode a test batch of {path.name} in {TIMEOUT} s: the machine is "
+                       "overloaded or the model too large for it") from e
+    if child.returncode < 0:
+        raise RagError(crash_message(child.returncode, child.stdout, path.name))
+    if child.returncode == 0 and record is not None:
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"model": str(path), "settings": settings, "stdout": child.stdout}))
+        except OSError:
+            pass  # an unwritable cache only means checking again next time
+
+
+if __name__ == "__main__":
+    model, *numbers = sys.argv[1:]
+    sys.exit(probe(model, *map(int, numbers)))
