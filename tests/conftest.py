@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-
 from rag.assistant import Assistant
 from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import EMBEDDERS, make_embedder

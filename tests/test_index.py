@@ -285,12 +285,17 @@ def test_leftovers_of_a_killed_build_are_cleaned_up_and_nothing_else(built):
     seeds, folder, embedder = built
     stale = folder / ".tmp-v000009-999999"
     stale.mkdir()
+    (stale / ".readers").touch()  # a build writes it first into its temp folder: the proof that it is ours
     (stale / "chunks.jsonl").write_text("half", encoding="utf-8")
     (folder / f".tmp-{POINTER}-999999").write_text("v000009", encoding="utf-8")
     (folder / "notes.txt").write_text("mine", encoding="utf-8")  # the user's own file in the index folder
+    users = folder / ".tmp-v000010-1"  # named like a temp folder, but not one a build wrote
+    users.mkdir()
+    (users / "draft.txt").write_text("mine", encoding="utf-8")
     _build(seeds, folder, embedder)
     assert not stale.exists() and not (folder / f".tmp-{POINTER}-999999").exists()
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (users / "draft.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_a_second_build_while_one_holds_the_lock_is_refused(built):

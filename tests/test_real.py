@@ -2,6 +2,8 @@
 
 import pytest
 
+from rag.generators.llama_check import check
+from rag.models import resolve
 from rag.prompts import load_prompt
 
 VISIT = "003_73b545dee77c06cc.txt"
@@ -143,3 +145,23 @@ def test_the_logits_processor_really_constrains_the_model(real_assistant):
 
 VISIT_SENTENCE = ("قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، "
                   "وهي أول زيارة له إلى قطر كرئيس.")
+
+
+# --- The llama.cpp build on this CPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.real
+def test_the_llama_cpp_build_decodes_batches_with_the_projects_settings(real_assistant):
+    import llama_cpp
+
+    config = real_assistant.config
+    path = resolve(config.generator, config.models_dir, "generator")
+    # The smoke test for real, in a child, nothing remembered: a crash there fails this test with its one line.
+    check(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers, passed_dir=None)
+    assert "AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode()  # the build `make setup` makes
+    # In this process, a prompt longer than one batch (n_batch tokens) with the configured threads.
+    generator = real_assistant.generator
+    long = " ".join([VISIT_SENTENCE] * 30)
+    assert generator.count_tokens(long) > config.n_batch
+    reply = "".join(generator.generate([{"role": "user", "content": long + "\nمتى كانت الزيارة؟"}], 8, [], 0.0))
+    assert reply.strip()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import gradio as gr
 import pytest
 from conftest import ScriptedGenerator, build_store
 
+from rag import cli, ui
 from rag.assistant import Answer, Assistant
 from rag.cite import Citation
 from rag.errors import RagError
 from rag.stores.faiss import FaissStore
-from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, launch, model_choices
+from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, model_choices
 
 QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
 MODEL = "qwen2.5-coder-1.5b"
@@ -206,9 +208,14 @@ def test_create_app_builds_the_app(fake_assistant):
     assert isinstance(app, gr.Blocks)
 
 
-def test_bad_auth_is_refused_before_serving(fake_assistant):
-    with pytest.raises(RagError, match="user:password"):
-        launch(create_app(fake_assistant), fake_assistant.config.replace(auth="nopassword"))
+def test_bad_auth_is_refused_before_any_model_loads(isolated, monkeypatch, capsys):
+    def load(*_args, **_kwargs):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    monkeypatch.setattr(Assistant, "load", load)
+    monkeypatch.setenv("RAG_AUTH", "nocolon")
+    assert cli.main(["ui"]) == 2
+    assert capsys.readouterr().err == "error: setting auth must be written user:password\n"
 
 
 def test_the_model_menu_names_a_file_by_its_name_and_a_server_by_its_url():
@@ -216,3 +223,22 @@ def test_the_model_menu_names_a_file_by_its_name_and_a_server_by_its_url():
                                                                   "openai:http://10.0.0.5:8080/v1")
     assert model_choices("/models/my.gguf")[0] == ("my.gguf", "/models/my.gguf")
     assert [name for _, name in model_choices("qwen2.5-coder-0.5b")] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+
+
+def test_the_warm_up_thread_is_joined_when_serving_fails(fake_assistant, monkeypatch):
+    finished = []
+
+    def warm_up():
+        time.sleep(0.3)  # still decoding when the server fails to start
+        finished.append(True)
+
+    def launch(*_args, **_kwargs):
+        raise RagError("cannot listen")
+
+    monkeypatch.setattr(fake_assistant, "warm_up", warm_up)
+    monkeypatch.setattr(Assistant, "load", lambda config: fake_assistant)
+    monkeypatch.setattr(ui, "launch", launch)
+    monkeypatch.setattr(ui, "check_port", lambda host, port: None)
+    with pytest.raises(RagError, match="cannot listen"):
+        ui.serve(fake_assistant.config)
+    assert finished  # never left running into the interpreter's exit, where llama.cpp would crash

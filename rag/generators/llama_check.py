@@ -10,7 +10,9 @@ Run as `python -m rag.generators.llama_check MODEL N_CTX N_THREADS N_BATCH N_GPU
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import json
 import signal
 import subprocess
@@ -40,17 +42,16 @@ def probe(path: str, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int
 
 def _fingerprint(path: Path, settings: tuple[int, ...]) -> str:
     """What the outcome depends on: the llama.cpp libraries, the model file, the settings and the CPU."""
-    import llama_cpp  # the package's location, without loading its library twice
-
+    spec = importlib.util.find_spec("llama_cpp")  # where the package is, without loading its library here
+    if spec is None or not spec.submodule_search_locations:
+        raise RagError("llama-cpp-python is not installed: run `make setup` (see README)")
     parts = [repr(settings), sys.version]
-    library = Path(llama_cpp.__file__).parent / "lib"
+    library = Path(spec.submodule_search_locations[0]) / "lib"
     for file in sorted(library.glob("*")) + [path]:
         stat = file.stat()
         parts.append(f"{file.resolve()} {stat.st_size} {stat.st_mtime_ns}")
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the libraries and the model decide
         parts += [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")][:1]
-    except OSError:
-        pass  # not Linux: the libraries and the model decide
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
@@ -85,11 +86,9 @@ def check(path: Path, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: in
     if child.returncode < 0:
         raise RagError(crash_message(child.returncode, child.stdout, path.name))
     if child.returncode == 0 and record is not None:
-        try:
+        with contextlib.suppress(OSError):  # an unwritable cache only means checking again next time
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"model": str(path), "settings": settings, "stdout": child.stdout}))
-        except OSError:
-            pass  # an unwritable cache only means checking again next time
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""llama.cpp on this CPU: prompt and writing tokens/s of the default GGUF model with the CPU weight repacking on and
+off, and with n_threads = cores and cores - 1, on a quiet machine and while another process keeps one core busy;
+whole answers to gold dev questions for each thread count. Each setting runs in a fresh process, one at a time,
+its runs interleaved with the others'. Needs `make index`. Writes
+evals/results/llama-cpu-latest.md.
+
+    .venv/bin/python evals/bench_llama.py [--runs 3] [--generate 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rag.config import PACKAGE_ROOT, load_config
+from rag.models import resolve
+
+RESULTS = PACKAGE_ROOT / "evals" / "results"
+PROMPT_FILE = PACKAGE_ROOT / "seeds"  # the prompt: the start of the seed articles, cut to about 500 tokens
+PROMPT_TOKENS = 500
+
+
+def child(path: str, threads: int, repack: bool, generate: int) -> dict:
+    """One measurement in this process: load, read the prompt in batches, write `generate` tokens greedily."""
+    import llama_cpp
+
+    if not repack:  # llama.cpp's use_extra_bufts: the repacked (and AMX) weight layouts
+        defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+        def no_extra_bufts():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        llama_cpp.llama_cpp.llama_model_default_params = no_extra_bufts
+    config = load_config()
+    llm = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                          n_batch=config.n_batch, verbose=False)
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(PROMPT_FILE.glob("*.txt")))
+    tokens = llm.tokenize(text.encode("utf-8"), add_bos=True)[:PROMPT_TOKENS]
+    start = time.perf_counter()
+    llm.eval(tokens)
+    read = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(generate):
+        llm.eval([llm.sample(top_k=1)])
+    wrote = time.perf_counter() - start
+    return {"prompt_tps": len(tokens) / read, "write_tps": generate / wrote}
+
+
+def answers(threads: int, questions: int) -> dict:
+    """Whole answers in this process: the assistant over the built index, warmed up, asked the first answerable
+    questions of the gold dev split; the median answer time."""
+    from rag.assistant import Assistant
+
+    assistant = Assistant.load(load_config(n_threads=threads))
+    assistant.warm_up()
+    rows = [json.loads(line) for line in (PACKAGE_ROOT / "evals" / "gold-dev.jsonl").read_text().splitlines()]
+    asked = [r["question"] for r in rows if r["answerable"]][:questions]
+    return {"answer_s": statistics.median(assistant.ask(q).timings["total"] for q in asked)}
+
+
+def run_one(*args: object, busy: bool) -> dict:
+    """A fresh process measures one setting; with busy, another process spins on a core meanwhile."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True,
+                             check=True)
+    finally:
+        if spinner:
+            spinner.kill()
+            spinner.wait()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu() -> str:
+    """The CPU's model name and the vector extensions that matter to llama.cpp."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+    return f"{name}, {os.cpu_count()} cores ({', '.join(f for f in wanted if f in flags)})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure every setting `runs` times, interleaved, and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--generate", type=int, default=32, help="tokens written per run")
+    parser.add_argument("--questions", type=int, default=8, help="gold dev questions answered per run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    config = load_config()
+    path = resolve(config.generator, config.models_dir, "generator")
+    cores = os.cpu_count() or 2
+    settings = [  # (label, threads, repack, busy)
+        (f"repack on, {cores} threads, quiet (baseline)", cores, True, False),
+        (f"repack off, {cores} threads, quiet", cores, False, False),
+        (f"repack on, {cores - 1} threads, quiet", cores - 1, True, False),
+        (f"repack on, {cores} threads, one core busy", cores, True, True),
+        (f"repack on, {cores - 1} threads, one core busy", cores - 1, True, True),
+    ]
+    runs: dict[str, list[dict]] = {label: [] for label, *_ in settings}
+    for n in range(args.runs):
+        for label, threads, repack, busy in settings:
+            speeds = run_one("tokens", path, threads, int(repack), args.generate, busy=busy)
+            if repack:  # the answers use the build as it is: repacking on
+                speeds |= run_one("answers", threads, args.questions, busy=busy)
+            runs[label].append(speeds)
+            print(f"run {n + 1}: {label}: {runs[label][-1]}", flush=True)
+    base = runs[settings[0][0]]
+    base_prompt = statistics.median(r["prompt_tps"] for r in base)
+    base_write = statistics.median(r["write_tps"] for r in base)
+    lines = [
+        "# llama.cpp on this CPU", "",
+        f"`.venv/bin/python evals/bench_llama.py --runs {args.runs} --generate {args.generate}`: {path.name}, "
+        f"a {PROMPT_TOKENS}-token Arabic prompt read in batches of {config.n_batch}, then {args.generate} tokens "
+        f"written greedily; medians of {args.runs} runs, each in a fresh process, the settings interleaved.", "",
+        f"CPU: {cpu()}. Python {platform.python_version()}.", "",
+        f"Answers: the median time of a whole answer (retrieval, evidence, the reader's passes) to the first "
+        f"{args.questions} answerable questions of the gold dev split, the assistant warmed up; medians of the runs.",
+        "",
+        "| setting | prompt tokens/s | × baseline | writing tokens/s | × baseline | answer s | × baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base_answer = statistics.median(r["answer_s"] for r in base)
+    for label, *_ in settings:
+        prompt = statistics.median(r["prompt_tps"] for r in runs[label])
+        write = statistics.median(r["write_tps"] for r in runs[label])
+        answer = (f"{statistics.median(r['answer_s'] for r in runs[label]):.2f} | "
+                  f"{statistics.median(r['answer_s'] for r in runs[label]) / base_answer:.2f}"
+                  if "answer_s" in runs[label][0] else "– | –")
+        lines.append(f"| {label} | {prompt:.1f} | {prompt / base_prompt:.2f} | {write:.1f} | "
+                     f"{write / base_write:.2f} | {answer} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "llama-cpu-latest.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:3] == ["--child", "tokens"]:
+        model, threads, repack, generate = sys.argv[3:]
+        print(json.dumps(child(model, int(threads), bool(int(repack)), int(generate))))
+    elif sys.argv[1:3] == ["--child", "answers"]:
+        print(json.dumps(answers(*map(int, sys.argv[3:]))))
+    else:
+        main()
