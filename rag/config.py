@@ -16,6 +16,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("RAG_CACHE", Path.home() / ".cache" / "arabic-rag"))
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one, else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def setting(default: Any = None, help: str = "", factory: Any = None) -> Any:  # noqa: A002  (argparse's word)
     """A Config field with the help line shown by `rag --help`."""
     if factory is not None:
@@ -66,7 +73,11 @@ class Config:
     # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
     min_similarity: float = setting(0.45, "refuse below this cosine when the passages miss the question's terms")
     n_ctx: int = setting(2048, "context window of the local model, in tokens")
-    n_threads: int = setting(factory=lambda: os.cpu_count() or 2, help="CPU threads of the local model")
+    # One core left free: llama.cpp's threads wait for each other, so with every core in use and one of them taken
+    # by another program, writing fell to 0.2x; with cores - 1 it stays at 0.7x of a quiet machine's
+    # (evals/results/llama-cpu-latest.md). On a machine that runs nothing else, set it to the number of cores.
+    n_threads: int = setting(factory=lambda: max(1, usable_cores() - 1), help="CPU threads of the local model "
+                             "(default: the cores this process may use, less one)")
     n_batch: int = setting(512, "prompt tokens the local model reads per batch")
     n_gpu_layers: int = setting(0, "model layers offloaded to the GPU (-1: all)")
     temperature: float = setting(0.0, "sampling temperature (0: greedy, the same answer every time)")
