@@ -4,11 +4,10 @@ published atomically, and how they are searched. One file per backend; `rag.stor
 from __future__ import annotations
 
 import math
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from rag.chunk import Chunk
 from rag.errors import RagError
 from rag.ingest import Article
+from rag.rows import shape_problem
 
 FORMAT_VERSION = 2
 RRF_K = 60  # the constant of Cormack, Clarke & Buettcher (2009): damps the weight of top ranks
@@ -23,17 +23,11 @@ DEPTH = 50  # candidates taken from each ranking before fusion
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s defaults (Lucene's formula); the pgvector store computes the same
 BM25_MANIFEST = {"tokens": "rag.normalize.terms (normalized, light10-stemmed)", "k1": BM25_K1, "b": BM25_B}
 Mode = Literal["hybrid", "dense", "bm25"]
-# What readers of an index rely on in its manifest, by dotted path, and the type each must have (a table before its
-# fields, so a table that is something else is named as such).
-MANIFEST_FIELDS: dict[str, Any] = {
-    "format_version": int, "embedder": dict, "embedder.id": str, "embedder.dims": int, "chunking": dict,
-    "chunking.size": int, "chunking.overlap": int, "chunks": int, "articles": dict,
-}
+# What readers of an index rely on in its manifest (a rag.rows shape: nested objects, fields and their types) ...
+MANIFEST_SHAPE: dict[str, Any] = {"format_version": int, "embedder": {"id": str, "dims": int},
+                                  "chunking": {"size": int, "overlap": int}, "chunks": int, "articles": dict}
 # ... and in each article's entry: `rag index` reuses vectors by sha256 and counts chunks, the UI lists the rest.
-ARTICLE_ENTRY_FIELDS: dict[str, Any] = {"sha256": str, "title": str, "date": str | None, "chunks": int}
-_JSON_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false", dict: "an object",
-               list: "a list", type(None): "null"}
-_ABSENT = object()
+ARTICLE_ENTRY_SHAPE: dict[str, Any] = {"sha256": str, "title": str, "date": str | None, "chunks": int}
 
 
 @dataclass
@@ -85,43 +79,16 @@ def damaged(where: str, problem: str) -> RagError:
     return RagError(f"the index in {where} is damaged ({first_line}): run `rag index` to build a fresh one")
 
 
-def _json_name(kind: Any) -> str:
-    """How a JSON reader calls a Python type (or a union of them): 'text', 'a whole number or null'…"""
-    return " or ".join(_JSON_NAMES.get(k, k.__name__) for k in (typing.get_args(kind) or (kind,)))
-
-
-def row_problem(row: object, kinds: dict[str, Any]) -> str | None:
-    """Why a row read from an index lacks a field of kinds (dotted paths) or has one of another type, or None."""
-    if not isinstance(row, dict):
-        return f"{_json_name(type(row))}, not an object"
-    for name, kind in kinds.items():
-        value: Any = row
-        for key in name.split("."):
-            value = value.get(key, _ABSENT) if isinstance(value, dict) else _ABSENT
-        if value is _ABSENT:
-            return f"no {name}"
-        if not isinstance(value, kind) or isinstance(value, bool):  # JSON true is no number
-            return f"{name} is {_json_name(type(value))}, not {_json_name(kind)}"
-    return None
-
-
-def dataclass_fields(cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(required, optional) fields of a dataclass, with their types: what a row must hold to build one."""
-    hints = typing.get_type_hints(cls)
-    required = {f.name: hints[f.name] for f in fields(cls) if f.default is MISSING}
-    return required, {f.name: hints[f.name] for f in fields(cls) if f.default is not MISSING}
-
-
 def check_manifest(manifest: object, where: str) -> dict:
     """The manifest, once every field readers rely on is there with its type; else a one-line damaged() error."""
     if isinstance(manifest, dict) and manifest.get("format_version") != FORMAT_VERSION:
         raise RagError(f"the index in {where} has format version {manifest.get('format_version')!r}, expected "
                        f"{FORMAT_VERSION}: run `rag index` to build a fresh one")
-    if problem := row_problem(manifest, MANIFEST_FIELDS):
+    if problem := shape_problem(manifest, MANIFEST_SHAPE):
         raise damaged(where, f"manifest.json: {problem}")
     for article_id, entry in manifest["articles"].items():
-        if problem := row_problem(entry, ARTICLE_ENTRY_FIELDS):
-            raise damaged(where, f"manifest.json: article {article_id!r}: {problem}")
+        if problem := shape_problem(entry, ARTICLE_ENTRY_SHAPE, f"articles[{article_id!r}]"):
+            raise damaged(where, f"manifest.json: {problem}")
     return manifest
 
 

@@ -31,6 +31,7 @@ from rag.config import Config
 from rag.errors import RagError, require
 from rag.ingest import Article
 from rag.normalize import terms as text_terms
+from rag.rows import dataclass_fields, row_problem
 from rag.stores.base import (
     BM25_B,
     BM25_K1,
@@ -43,8 +44,6 @@ from rag.stores.base import (
     bm25_idf,
     check_manifest,
     damaged,
-    dataclass_fields,
-    row_problem,
     rrf,
     top_n,
 )
@@ -141,12 +140,11 @@ def _read_rows(path: Path, cls: type, where: Path) -> list:
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as e:  # not JSON, or not UTF-8
+            except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep for the parser
                 raise damaged(str(where), f"{path.name} line {n}: not JSON text") from e
-            present = {k: kind for k, kind in optional.items() if isinstance(row, dict) and k in row}
-            if problem := row_problem(row, {**required, **present}):
+            if problem := row_problem(row, required, optional):
                 raise damaged(str(where), f"{path.name} line {n}: {problem}")
-            rows.append(cls(**{k: row[k] for k in (*required, *present)}))
+            rows.append(cls(**{k: row[k] for k in (*required, *optional) if k in row}))
     return rows
 
 
@@ -157,7 +155,7 @@ def read_version(folder: Path, where: Path) -> Snapshot:
         raise RagError(f"the index in {where} is incomplete (missing {', '.join(missing)}): run `rag index`")
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except ValueError as e:  # not JSON, or not UTF-8
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep for the parser
         raise damaged(str(where), "manifest.json: not JSON text") from e
     check_manifest(manifest, str(where))
     articles = {a.id: a for a in _read_rows(folder / "articles.jsonl", Article, where)}
