@@ -50,3 +50,12 @@ def read_input(path: Path, limit: int, what: str) -> bytes:
         raise RagError(f"{what} {path} is {e}") from e
     except OSError as e:
         raise RagError(f"cannot read {what} {path} ({e.strerror})") from e
+
+
+def read_input_text(path: Path, limit: int, what: str) -> str:
+    """The UTF-8 text of a file the user names (see read_input); a one-line RagError naming the first bad byte."""
+    data = read_input(path, limit, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RagError(f"{path} is not UTF-8 text (byte {e.start})") from e
