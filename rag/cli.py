@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import traceback
@@ -13,15 +12,7 @@ from pathlib import Path
 
 from rag.config import CACHE_DIR, FIELD_TYPES, HELP, Config, count, load_config
 from rag.errors import RagError
-
-# Control characters (an escape sequence starts with one) and bidi overrides from an article must never reach the
-# terminal: they could rewrite what the user sees. Line breaks and tabs are kept.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def safe(text: object) -> str:
-    """Text made safe to print to a terminal."""
-    return _UNSAFE.sub("", str(text))
+from rag.terminal import clean_logs, safe
 
 
 def quoted(citation) -> str:
@@ -189,6 +180,7 @@ def _stop(signum, _frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rag` command: every error a user can cause is one line, `error: …`, and exit code 2."""
     args = parser().parse_args(argv)
+    clean_logs()  # libraries log what they read (a PDF's font names): cleaned like everything printed here
     signal.signal(signal.SIGTERM, _stop)
     try:
         overrides = {name: getattr(args, name) for name in FIELD_TYPES}

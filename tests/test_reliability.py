@@ -4,7 +4,9 @@ index locking across processes, interrupted model pulls, and what the served UI 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from conftest import ARTICLES, HashEmbedder, ScriptedGenerator, build_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag import cli, models
+from rag import cli, ingest, models
 from rag.assistant import Answer, Assistant, check_question, rewrite_followup
 from rag.chunk import sentence_spans
 from rag.cite import attribute, is_instruction
@@ -32,6 +35,7 @@ from rag.generators.llama import LlamaGenerator
 from rag.models import ModelSpec, pull, resolve
 from rag.prompts import load_prompt
 from rag.stores.faiss import FaissStore
+from rag.terminal import clean_logs
 from rag.writer import clean_reply, is_refusal
 
 TESTS = Path(__file__).resolve().parent
@@ -772,3 +776,44 @@ def test_any_k_is_a_count_or_one_error(hash_cli, capsys, k):
         assert str(e).startswith("-k") and "\n" not in str(e)
     else:
         assert isinstance(parsed.k, int) and parsed.k >= 1
+
+
+@pytest.fixture
+def restored_logging(monkeypatch):
+    """Whatever clean_logs installs is undone after the test."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+
+
+def test_log_lines_and_warnings_of_any_library_reach_no_terminal_raw(restored_logging, hash_cli, seeds, tmp_path,
+                                                                     caplog, monkeypatch):
+    font = "\x1b]0;owned\x07\x1b[31mEvil\u202eFont"  # what a PDF's font name may hold
+
+    def parse_logging(name, data):  # a reader library logs what it read, as pypdf does with font names
+        logging.getLogger("pypdf._page").warning("Font %s is missing", font)
+        return real_parse(name, data)
+
+    real_parse = ingest.parse
+    monkeypatch.setattr(ingest, "parse", parse_logging)
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["--seeds-dir", str(seeds), "--index-dir", str(tmp_path / "idx"), "index"]) == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "pypdf._page"]
+    assert logged == ["Font ]0;owned[31mEvilFont is missing"] * 3
+    shown = warnings.formatwarning("\x1b[31mred", UserWarning, "x.py", 1, "")
+    assert "\x1b" not in shown and "[31mred" in shown
+
+
+def test_a_log_record_holding_an_escape_sequence_is_printed_clean_by_any_handler(restored_logging):
+    clean_logs()
+    clean_logs()  # twice: still one cleaner
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger("some.library")
+    logger.addHandler(handler)
+    try:
+        logger.warning("\x1b[31m%s\x9b2J", "red\u202e")
+    finally:
+        logger.removeHandler(handler)
+    assert out.getvalue().splitlines()[0] == "[31mred2J"
