@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import RagError
+from rag.files import MB, read_input_text
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("RAG_CACHE", Path.home() / ".cache" / "arabic-rag"))
+MAX_CONFIG_BYTES = 1 * MB  # a rag.toml is a few hundred bytes: anything near this is not one
 
 
 def usable_cores() -> int:
@@ -114,30 +116,42 @@ def _coerce(config: Config, name: str, value: Any) -> Any:
         if not isinstance(value, str) or "\x00" in value:
             raise RagError(problem)
         return value
+    return number(f"setting {name}", value, kind)
+
+
+def number(what: str, value: Any, kind: type = float) -> int | float:
+    """A setting's or a flag's value as a finite number, a whole one if kind is int; a RagError naming `what`."""
     try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError) as e:
-        raise RagError(problem) from e
-    if not math.isfinite(number):
-        raise RagError(f"setting {name} must be a finite number, not {value!r}")
+        parsed = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: an integer too big for a float
+        raise RagError(f"{what}: cannot read {value!r} as {kind.__name__}") from e
+    if not math.isfinite(parsed):
+        raise RagError(f"{what} must be a finite number, not {value!r}")
     if kind is int:
-        if number != int(number) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
-            raise RagError(f"setting {name} must be a whole number, not {value!r}")
-        return int(number)
-    return number
+        if parsed != int(parsed) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
+            raise RagError(f"{what} must be a whole number, not {value!r}")
+        return int(parsed)
+    return parsed
+
+
+def count(what: str, value: Any) -> int:
+    """A whole number of at least 1 (top_k, `rag search -k`, `rag eval --sample`…); a RagError naming `what`."""
+    whole = number(what, value, int)
+    if whole < 1:
+        raise RagError(f"{what} must be at least 1, not {whole}")
+    return whole
 
 
 def _read_toml(path: Path) -> dict:
+    """The settings of a TOML file: a regular file of at most MAX_CONFIG_BYTES (judged on the open file), UTF-8,
+    valid TOML; anything else is one line naming the file."""
+    text = read_input_text(path, MAX_CONFIG_BYTES, "config file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RagError(f"{path} is not valid TOML: {e}") from e
-    except UnicodeDecodeError as e:
-        raise RagError(f"{path} is not UTF-8 text (byte {e.start})") from e
-    except IsADirectoryError as e:
-        raise RagError(f"config file {path} is a folder, not a file") from e
-    except OSError as e:
-        raise RagError(f"cannot read config file {path} ({e.strerror})") from e
+    except Exception as e:  # what else the parser raises on a user's file: RecursionError on deep nesting…
+        raise RagError(f"{path} is not valid TOML ({type(e).__name__}: {e})") from e
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
@@ -157,8 +171,7 @@ def _validate(config: Config) -> Config:
     """Refuse values that would only fail later, deep inside indexing or generation."""
     for name in ("chunk_size", "top_k", "evidence_sentences", "n_ctx", "n_threads", "n_batch", "max_tokens",
                  "max_question_chars", "concurrency"):
-        if getattr(config, name) < 1:
-            raise RagError(f"setting {name} must be at least 1, not {getattr(config, name)}")
+        count(f"setting {name}", getattr(config, name))
     if not 0 <= config.chunk_overlap < config.chunk_size:
         raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "
                        f"not {config.chunk_overlap}")

@@ -15,8 +15,9 @@ from pathlib import Path, PurePosixPath
 from rag.config import Config
 from rag.embedders import Embedder
 from rag.errors import RagError
+from rag.files import read_bounded
 from rag.index import BuildReport, build_index
-from rag.ingest import MAX_BYTES, SUFFIXES, Article, corpus_files, parse, read_bounded
+from rag.ingest import MAX_BYTES, SUFFIXES, Article, corpus_files, parse
 from rag.stores import Store, make_store
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from rag.ingest import MAX_BYTES, MB, SUFFIXES
 from rag.library import DELETED, Duplicate, Indexer, Status, add_file, remove_file
 from rag.normalize import is_arabic
 from rag.retrieve import Passage
+from rag.terminal import clean_logs
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +550,7 @@ def check_port(host: str, port: int) -> None:
 
 def serve(config: Config) -> None:
     """`rag ui`: load the assistant and its model, then serve the chat until interrupted."""
+    clean_logs()  # the server logs request paths and questions: no escape sequence reaches its terminal
     check_port(config.host, config.port)
     assistant = Assistant.load(config)
     assistant.generator  # noqa: B018  load the model now: a missing model fails here, not in the first answer
