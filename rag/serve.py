@@ -23,7 +23,9 @@ from rag.config import Config, check_port
 from rag.errors import RagError, require
 from rag.library import sorted_articles
 
-require("fastapi", "rag serve", "pip install -e '.[server]'")
+for _module in ("fastapi", "uvicorn"):  # a missing extra is named before any model is loaded
+    require(_module, "rag serve", "pip install -e '.[server]'")
+import uvicorn  # noqa: E402
 from fastapi import Depends, FastAPI, HTTPException, Query, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
@@ -322,9 +324,8 @@ def create_api(assistant: Assistant, config: Config | None = None) -> FastAPI:
     return app
 
 
-def server(app: FastAPI, host: str, port: int):
+def server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server for the app (its own access log off: AccessLog writes one without query strings)."""
-    uvicorn = require("uvicorn", "rag serve", "pip install -e '.[server]'")
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, server_header=False,
                                          log_level="info"))
 
