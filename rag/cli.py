@@ -1,4 +1,4 @@
-"""The `rag` command: models pull, index, search, ask, eval, ui."""
+"""The `rag` command: models pull, index, search, ask, eval, ui, serve."""
 
 from __future__ import annotations
 
@@ -121,6 +121,12 @@ def cmd_ui(args, config: Config) -> None:
     serve(config)
 
 
+def cmd_serve(args, config: Config) -> None:
+    from rag.serve import serve
+
+    serve(config)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser: every setting of rag.config.Config is a flag of every command."""
     p = argparse.ArgumentParser(prog="rag", description="Offline Arabic question answering with cited sources.",
@@ -148,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("-k", metavar="N", help="number of passages")
         cmd.set_defaults(func=func)
     sub.add_parser("ui", help="start the chat UI on 127.0.0.1").set_defaults(func=cmd_ui)
+    sub.add_parser("serve", help="start the HTTP API (OpenAI-compatible chat completions) on 127.0.0.1").set_defaults(
+        func=cmd_serve)
     ev = sub.add_parser("eval", help="evaluate on gold Q&A pairs or a SQuAD-format benchmark")
     ev.add_argument("--split", choices=("dev", "test"), default="test",
                     help="the gold split: tune on dev, report test (evals/gold-<split>.jsonl)")

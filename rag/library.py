@@ -110,6 +110,14 @@ def remove_file(folder: Path, article_id: str) -> Path:
     return place(Path(folder).resolve() / article_id, aside, PurePosixPath(article_id).name)
 
 
+def sorted_articles(articles: dict[str, dict], order: str) -> list[tuple[str, dict]]:
+    """(id, manifest entry) of the articles: the newest first (undated last), or by title."""
+    by_title = sorted(articles.items(), key=lambda item: (item[1]["title"].casefold(), item[0]))
+    if order == "title":
+        return by_title
+    return sorted(by_title, key=lambda item: item[1].get("date") or "", reverse=True)
+
+
 @dataclass(frozen=True)
 class Status:
     """Where the background builds stand."""
