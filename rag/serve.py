@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 
 from rag.assistant import Answer, Assistant, check_question
-from rag.cli import safe
 from rag.config import Config, check_port
 from rag.errors import RagError, require
 from rag.library import sorted_articles
+from rag.terminal import safe
 
 for _module in ("fastapi", "uvicorn"):  # a missing extra is named before any model is loaded
     require(_module, "rag serve", "pip install -e '.[server]'")
