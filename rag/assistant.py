@@ -101,6 +101,11 @@ class Assistant:
             self._generator = make_generator(self.config)
         return self._generator
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the generator is loaded (the HTTP API is ready once it is)."""
+        return self._generator is not None
+
     def warm_up(self) -> None:
         """Load the generator and have it read the fixed prompt prefix (system prompt and worked example) into
         llama.cpp's cache, so that the first question reads no more of its prompt than later ones do."""

@@ -1,27 +1,18 @@
-"""The `rag` command: models pull, index, search, ask, eval, ui."""
+"""The `rag` command: models pull, index, search, ask, eval, ui, serve."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import traceback
 from pathlib import Path
 
-from rag.config import CACHE_DIR, FIELD_TYPES, HELP, Config, load_config
+from rag.config import CACHE_DIR, FIELD_TYPES, HELP, Config, count, load_config
 from rag.errors import RagError
-
-# Control characters (an escape sequence starts with one) and bidi overrides from an article must never reach the
-# terminal: they could rewrite what the user sees. Line breaks and tabs are kept.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def safe(text: object) -> str:
-    """Text made safe to print to a terminal."""
-    return _UNSAFE.sub("", str(text))
+from rag.terminal import clean_logs, safe
 
 
 def quoted(citation) -> str:
@@ -130,6 +121,12 @@ def cmd_ui(args, config: Config) -> None:
     serve(config)
 
 
+def cmd_serve(args, config: Config) -> None:
+    from rag.serve import serve
+
+    serve(config)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser: every setting of rag.config.Config is a flag of every command."""
     p = argparse.ArgumentParser(prog="rag", description="Offline Arabic question answering with cited sources.",
@@ -154,9 +151,11 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("question", nargs="+", help="the question ('-' reads it from stdin)")
         cmd.add_argument("--json", action="store_true", help="print JSON")
         if name == "search":
-            cmd.add_argument("-k", type=int, default=None, help="number of passages")
+            cmd.add_argument("-k", metavar="N", help="number of passages")
         cmd.set_defaults(func=func)
     sub.add_parser("ui", help="start the chat UI on 127.0.0.1").set_defaults(func=cmd_ui)
+    sub.add_parser("serve", help="start the HTTP API (OpenAI-compatible chat completions) on 127.0.0.1").set_defaults(
+        func=cmd_serve)
     ev = sub.add_parser("eval", help="evaluate on gold Q&A pairs or a SQuAD-format benchmark")
     ev.add_argument("--split", choices=("dev", "test"), default="test",
                     help="the gold split: tune on dev, report test (evals/gold-<split>.jsonl)")
@@ -164,12 +163,22 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--squad", type=Path, help="a SQuAD-format JSON file to index and evaluate on")
     ev.add_argument("--gold-passage", action="store_true",
                     help="with --squad: the reader gets each question's own paragraph (reader-only figures)")
-    ev.add_argument("--sample", type=int, default=50, help="questions answered by the model in --squad mode")
+    ev.add_argument("--sample", metavar="N", default=50, help="questions answered by the model in --squad mode")
     ev.add_argument("--out", type=Path, default=Path("evals/results"), help="folder the results are written to")
     ev.add_argument("--retrieval-only", action="store_true", help="score retrieval only, without the model")
-    ev.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    ev.add_argument("--limit", metavar="N", help="only the first N questions")
     ev.set_defaults(func=cmd_eval)
     return p
+
+
+COUNT_FLAGS = {"k": "-k", "sample": "--sample", "limit": "--limit"}  # a command's numeric flags: counts
+
+
+def _check_counts(args) -> None:
+    """The numeric flags of the command, checked like the settings before any work: whole numbers, at least 1."""
+    for dest, flag in COUNT_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            setattr(args, dest, count(flag, getattr(args, dest)))
 
 
 def _stop(signum, _frame) -> None:
@@ -179,10 +188,12 @@ def _stop(signum, _frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rag` command: every error a user can cause is one line, `error: …`, and exit code 2."""
     args = parser().parse_args(argv)
+    clean_logs()  # libraries log what they read (a PDF's font names): cleaned like everything printed here
     signal.signal(signal.SIGTERM, _stop)
     try:
         overrides = {name: getattr(args, name) for name in FIELD_TYPES}
         config = load_config(args.config, **overrides)
+        _check_counts(args)
         args.func(args, config)
     except RagError as e:
         return _fail(args, str(e))

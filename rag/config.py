@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from rag.errors import RagError
+from rag.files import MB, read_input_text
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("RAG_CACHE", Path.home() / ".cache" / "arabic-rag"))
+MAX_CONFIG_BYTES = 1 * MB  # a rag.toml is a few hundred bytes: anything near this is not one
 
 
 def usable_cores() -> int:
@@ -83,10 +87,15 @@ class Config:
     temperature: float = setting(0.0, "sampling temperature (0: greedy, the same answer every time)")
     max_tokens: int = setting(64, "longest answer, in tokens")
     max_question_chars: int = setting(1000, "longest question accepted, in characters")
-    host: str = setting("127.0.0.1", "address the chat UI listens on")
+    host: str = setting("127.0.0.1", "address the chat UI and the HTTP API listen on")
     port: int = setting(7860, "port the chat UI listens on")
     auth: str = setting("", "user:password puts the chat UI behind a login")
     concurrency: int = setting(1, "answers the chat UI generates at once")
+    api_port: int = setting(8000, "port the HTTP API (`rag serve`) listens on")
+    api_keys: str = setting("", "comma-separated bearer keys the HTTP API accepts (or RAG_API_KEYS)")
+    api_auth: str = setting("key", "who may call the HTTP API: 'key' (a key of api_keys) or 'none' (anyone who "
+                                   "reaches it; loopback hosts only)")
+    api_rate: int = setting(60, "requests per minute each API key (or client address) may make (0: no limit)")
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed (values are checked against the field's type)."""
@@ -114,30 +123,42 @@ def _coerce(config: Config, name: str, value: Any) -> Any:
         if not isinstance(value, str) or "\x00" in value:
             raise RagError(problem)
         return value
+    return number(f"setting {name}", value, kind)
+
+
+def number(what: str, value: Any, kind: type = float) -> int | float:
+    """A setting's or a flag's value as a finite number, a whole one if kind is int; a RagError naming `what`."""
     try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError) as e:
-        raise RagError(problem) from e
-    if not math.isfinite(number):
-        raise RagError(f"setting {name} must be a finite number, not {value!r}")
+        parsed = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: an integer too big for a float
+        raise RagError(f"{what}: cannot read {value!r} as {kind.__name__}") from e
+    if not math.isfinite(parsed):
+        raise RagError(f"{what} must be a finite number, not {value!r}")
     if kind is int:
-        if number != int(number) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
-            raise RagError(f"setting {name} must be a whole number, not {value!r}")
-        return int(number)
-    return number
+        if parsed != int(parsed) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
+            raise RagError(f"{what} must be a whole number, not {value!r}")
+        return int(parsed)
+    return parsed
+
+
+def count(what: str, value: Any) -> int:
+    """A whole number of at least 1 (top_k, `rag search -k`, `rag eval --sample`…); a RagError naming `what`."""
+    whole = number(what, value, int)
+    if whole < 1:
+        raise RagError(f"{what} must be at least 1, not {whole}")
+    return whole
 
 
 def _read_toml(path: Path) -> dict:
+    """The settings of a TOML file: a regular file of at most MAX_CONFIG_BYTES (judged on the open file), UTF-8,
+    valid TOML; anything else is one line naming the file."""
+    text = read_input_text(path, MAX_CONFIG_BYTES, "config file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RagError(f"{path} is not valid TOML: {e}") from e
-    except UnicodeDecodeError as e:
-        raise RagError(f"{path} is not UTF-8 text (byte {e.start})") from e
-    except IsADirectoryError as e:
-        raise RagError(f"config file {path} is a folder, not a file") from e
-    except OSError as e:
-        raise RagError(f"cannot read config file {path} ({e.strerror})") from e
+    except Exception as e:  # what else the parser raises on a user's file: RecursionError on deep nesting…
+        raise RagError(f"{path} is not valid TOML ({type(e).__name__}: {e})") from e
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
@@ -153,12 +174,32 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
     return _validate(config.replace(**{k: v for k, v in overrides.items() if v is not None}))
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address only reaches this machine."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_port(host: str, port: int, setting: str) -> None:
+    """Fail at once, before loading any model, when a server's address (host and the port setting) cannot be listened
+    on."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind((host, port))
+    except OSError as e:
+        raise RagError(f"cannot listen on {host}:{port} ({e.strerror}): stop the program using it or choose another "
+                       f"port with --{setting.replace('_', '-')}") from e
+
+
 def _validate(config: Config) -> Config:
     """Refuse values that would only fail later, deep inside indexing or generation."""
     for name in ("chunk_size", "top_k", "evidence_sentences", "n_ctx", "n_threads", "n_batch", "max_tokens",
                  "max_question_chars", "concurrency"):
-        if getattr(config, name) < 1:
-            raise RagError(f"setting {name} must be at least 1, not {getattr(config, name)}")
+        count(f"setting {name}", getattr(config, name))
     if not 0 <= config.chunk_overlap < config.chunk_size:
         raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "
                        f"not {config.chunk_overlap}")
@@ -174,8 +215,16 @@ def _validate(config: Config) -> Config:
         raise RagError(f"setting temperature must be between 0 and 2, not {config.temperature}")
     if not -1 <= config.min_similarity <= 1:
         raise RagError(f"setting min_similarity must be between -1 and 1, not {config.min_similarity}")
-    if not 0 < config.port < 65536:
-        raise RagError(f"setting port must be between 1 and 65535, not {config.port}")
+    for name in ("port", "api_port"):
+        if not 0 < getattr(config, name) < 65536:
+            raise RagError(f"setting {name} must be between 1 and 65535, not {getattr(config, name)}")
+    if config.api_auth not in ("key", "none"):
+        raise RagError(f"setting api_auth must be 'key' or 'none', not {config.api_auth!r}")
+    if config.api_auth == "none" and not is_loopback(config.host):
+        raise RagError(f"setting api_auth = none leaves the HTTP API open to anyone: only allowed on a loopback host "
+                       f"(127.0.0.1, ::1, localhost), not {config.host!r}")
+    if config.api_rate < 0:
+        raise RagError(f"setting api_rate must be 0 (no limit) or more, not {config.api_rate}")
     if config.n_gpu_layers < -1:
         raise RagError(f"setting n_gpu_layers must be -1 (all) or more, not {config.n_gpu_layers}")
     user, colon, password = config.auth.partition(":")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,22 @@ from rag.cite import strip_markers
 from rag.config import PACKAGE_ROOT, Config
 from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
+from rag.files import MB, read_input_text
 from rag.generators import Generator
 from rag.normalize import fold_script, normalize, stem, tokens
 from rag.retrieve import Passage, search
+from rag.rows import row_problem, shape_problem
 
 MODES = ("bm25", "dense", "hybrid")
 GOLD_KS = (1, 3, 5)
 SQUAD_KS = (1, 5, 10)
+MAX_INPUT_BYTES = 100 * MB  # a gold or SQuAD file (SQuAD 2.0's training set is 40 MB)
+# What is read from the input files (rag.rows shapes): a gold question per line (an answer when answerable) ...
+GOLD_SHAPE = {"id": str | int, "question": str, "sources": [str], "answerable": bool}
+GOLD_OPTIONAL = {"aliases": [str], "category": str}
+# ... and a SQuAD file: articles of paragraphs, each with its questions and their answers.
+SQUAD_SHAPE = {"data": [{"paragraphs": [{"context": str, "qas": [{"id": str | int, "question": str,
+                                                                 "answers": [{"text": str}]}]}]}]}
 
 
 # Scoring: pure functions of texts and source lists.
@@ -440,21 +449,22 @@ def write_results(out: Path, summary: dict, records: list[dict], ks: tuple[int, 
 
 
 def load_gold(path: Path) -> list[dict]:
-    """Gold questions from a JSONL file, with the answer and its aliases as 'answers'."""
-    if not Path(path).exists():
-        raise RagError(f"gold file {path} not found")
+    """Gold questions from a JSONL file, with the answer and its aliases as 'answers'; a one-line RagError naming the
+    line and field of the first row that is not a gold question."""
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_input_text(path, MAX_INPUT_BYTES, "gold file").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            answers = [row["answer"], *row.get("aliases", [])] if row["answerable"] else []
-            rows.append({"id": row["id"], "question": row["question"], "answers": [a for a in answers if a],
-                         "sources": row["sources"], "answerable": row["answerable"],
-                         "category": row.get("category", "")})
-        except (ValueError, KeyError) as e:
-            raise RagError(f"{path} line {n}: not a gold question ({e})") from e
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep for the parser
+            raise RagError(f"{path} line {n}: not JSON text") from e
+        answerable = isinstance(row, dict) and row.get("answerable") is True
+        if problem := row_problem(row, GOLD_SHAPE | ({"answer": str} if answerable else {}), GOLD_OPTIONAL):
+            raise RagError(f"{path} line {n}: not a gold question: {problem}")
+        answers = [row["answer"], *row.get("aliases", [])] if answerable else []
+        rows.append({"id": row["id"], "question": row["question"], "answers": [a for a in answers if a],
+                     "sources": row["sources"], "answerable": answerable, "category": row.get("category", "")})
     return rows
 
 
@@ -462,11 +472,13 @@ def _name(base: str, retrieval_only: bool, limit: int | None) -> str:
     return base + ("-retrieval" if retrieval_only else "") + (f"-limit{limit}" if limit else "")
 
 
-def run_gold(assistant: Assistant, gold: Path, out: Path, retrieval_only: bool = False,
+def run_gold(assistant: Assistant | Callable[[], Assistant], gold: Path, out: Path, retrieval_only: bool = False,
              limit: int | None = None) -> dict:
-    """Evaluate the assistant on a gold JSONL file and write the results into out."""
+    """Evaluate the assistant on a gold JSONL file and write the results into out. The assistant may be given as a
+    function that loads it: it is then loaded once the gold file is known to be good."""
     started = time.perf_counter()
     questions = load_gold(gold)[:limit]
+    assistant = assistant() if callable(assistant) else assistant
     info = run_info(assistant, not retrieval_only)  # loads the generator first: no load time in the latencies
     records = evaluate(assistant, questions, GOLD_KS, [] if retrieval_only else range(len(questions)))
     indexed = assistant.store.manifest()["articles"]
@@ -505,9 +517,11 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
 
     started = time.perf_counter()
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RagError(f"cannot read SQuAD file {path}: {e}") from e
+        data = json.loads(read_input_text(path, MAX_INPUT_BYTES, "SQuAD file"))
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep for the parser
+        raise RagError(f"SQuAD file {path} is not JSON text ({type(e).__name__}: {e})") from e
+    if problem := shape_problem(data, SQUAD_SHAPE):
+        raise RagError(f"SQuAD file {path}: {problem}")
     name = Path(path).name.removesuffix(".json")
     work = Path(tempfile.mkdtemp(prefix="rag-squad-"))
     try:
@@ -544,7 +558,7 @@ def main(args, config: Config) -> None:
                             gold_passage=args.gold_passage)
     else:
         gold = args.gold or PACKAGE_ROOT / "evals" / f"gold-{args.split}.jsonl"
-        summary = run_gold(Assistant.load(config), gold, args.out, args.retrieval_only, args.limit)
+        summary = run_gold(lambda: Assistant.load(config), gold, args.out, args.retrieval_only, args.limit)
     k = max(SQUAD_KS if args.squad else GOLD_KS)
     for mode, m in summary["retrieval"].items():
         print(f"{mode:>6}: recall@1 {m['recall@1']}, recall@{k} {m[f'recall@{k}']}, MRR {m['mrr']}")

@@ -15,12 +15,18 @@ from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 from rag.errors import RagError, require
+from rag.files import MB
+from rag.ingest import MAX_BYTES, find_dates
 
 if TYPE_CHECKING:  # the libraries load only when a file of their kind is read
     from docx.document import Document
     from pypdf import PageObject, PdfReader
 
-MAX_UNZIPPED_BYTES = 200_000_000  # a .docx that inflates beyond this is a zip bomb, not an article
+# A Word file unpacks to its XML and its media. The XML is bounded like the text it holds: a few times the largest
+# text file read (markup around every run of text). Media hardly compress, so they unpack to about the file's size.
+MAX_MARKUP_BYTES = 4 * MAX_BYTES[".txt"]
+MAX_UNZIPPED_BYTES = MAX_BYTES[".docx"] + MAX_MARKUP_BYTES
+MARKUP_SUFFIXES = (".xml", ".rels")
 TITLE_MAX_WORDS = 15
 PROSE_MIN_WORDS = 5  # a page whose every line is shorter holds menus and link lists, not an article
 DATE_LINES = 5  # a publication date is written in the first lines, near the headline
@@ -60,8 +66,6 @@ def _paragraphs(lines: list[str]) -> str:
 
 def _date_near_top(text: str) -> str | None:
     """The first date written on a short line at the top of the text (a dateline), else None."""
-    from rag.ingest import find_dates  # not at module level: ingest imports this module
-
     for line in text.split("\n")[:DATE_LINES]:
         if len(line.split()) <= DATE_LINE_MAX_WORDS and (dates := find_dates(line)):
             return dates[0]
@@ -500,8 +504,13 @@ def _zip_names(data: bytes) -> list[str]:
         raise ValueError(
             "not a readable .docx (zip) file: damaged, an old .doc or password-protected? save it again as .docx"
         ) from e
+    # The sizes the archive declares bound what is read: zipfile stops inflating a member at its declared size.
+    markup = sum(info.file_size for info in infos if info.filename.lower().endswith(MARKUP_SUFFIXES))
+    if markup > MAX_MARKUP_BYTES:
+        raise ValueError(f"the .docx unpacks to {markup / MB:.0f} MB of XML, more than the {MAX_MARKUP_BYTES // MB} MB "
+                         "a Word file of the largest text read needs")
     if sum(info.file_size for info in infos) > MAX_UNZIPPED_BYTES:
-        raise ValueError(f"the .docx unpacks to more than {MAX_UNZIPPED_BYTES // 1_000_000} MB")
+        raise ValueError(f"the .docx unpacks to more than {MAX_UNZIPPED_BYTES // MB} MB")
     return [info.filename for info in infos]
 
 

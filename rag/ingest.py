@@ -4,19 +4,20 @@ drop web boilerplate, find the title and publication date."""
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import os
 import re
 import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from rag.files import MB, read_bounded, read_descriptor
 from rag.normalize import normalize
 
 TEXT_SUFFIXES = (".txt", ".md")
 DOCUMENT_SUFFIXES = (".html", ".htm", ".pdf", ".docx")  # read by rag.formats
 SUFFIXES = (*TEXT_SUFFIXES, *DOCUMENT_SUFFIXES)
-MB = 1_000_000
 MAX_BYTES = {".txt": 5 * MB, ".md": 5 * MB, ".html": 10 * MB, ".htm": 10 * MB, ".pdf": 50 * MB, ".docx": 50 * MB}
 INDEX_MARKER = "rag-index.json"  # a folder holding this file is an index, never articles
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and line breaks
@@ -191,20 +192,26 @@ def _decode(data: bytes, encoding: str) -> str:
     return text
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file, reading at most limit + 1 of them (ValueError if it is larger or not regular).
-    The file is opened without following a final link and without blocking, then checked on the open handle."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > limit:
-            raise ValueError(f"larger than {limit // MB} MB")
-        data = f.read(limit + 1)
-    if len(data) > limit:  # it grew while being read
-        raise ValueError(f"larger than {limit // MB} MB")
-    return data
+def open_inside(root_fd: int, relative: PurePosixPath) -> int:
+    """A descriptor of the file at relative under the folder open on root_fd, opened without following a link in
+    any component and without blocking. O_NOFOLLOW guards only the last component of a path, so the folders are
+    walked one descriptor at a time: a folder swapped for a link after listing is never entered."""
+    if not relative.parts or any(part in (".", "..") for part in relative.parts) or relative.is_absolute():
+        raise ValueError("not a path inside the articles folder")
+    fd = os.dup(root_fd)
+    try:
+        for part in relative.parts[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(relative.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError as e:
+        # A link where a folder or the file was: O_NOFOLLOW refuses it with ELOOP, O_DIRECTORY with ENOTDIR.
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ValueError("became a link or left the folder while being read (not followed)") from e
+        raise
+    finally:
+        os.close(fd)
 
 
 def parse(name: str, data: bytes) -> Article:
@@ -285,23 +292,37 @@ def _unreadable(path: Path, root: Path) -> str | None:
     return None
 
 
+def _read_listed(root_fd: int, root: Path, article_id: str, path: Path) -> Article:
+    """The article of a file listed by corpus_files (path: the file it leads to, inside root), read through
+    open_inside and judged on the open descriptor. A hard link is a regular file of the folder: it is read."""
+    relative = PurePosixPath(path.relative_to(root).as_posix())
+    limit = MAX_BYTES[PurePosixPath(article_id).suffix.lower()]
+    return parse(article_id, read_descriptor(open_inside(root_fd, relative), limit))
+
+
 def load_articles(folder: Path) -> tuple[list[Article], list[str]]:
-    """All readable articles of the corpus, and one warning per file that was skipped."""
+    """All readable articles of the corpus, and one warning per file that was skipped (or that became a link, or
+    moved out of a folder that became a link, between listing and reading)."""
     files, warnings = corpus_files(folder)
+    root = Path(folder).resolve()
     articles = []
     seen_hashes: dict[str, str] = {}
-    for article_id, path in files:
-        try:
-            article = read_article(path, article_id)
-        except ValueError as e:
-            warnings.append(f"skipped {article_id}: {e}")
-            continue
-        except OSError as e:
-            warnings.append(f"skipped {article_id}: {e.strerror or e}")
-            continue
-        if article.sha256 in seen_hashes:
-            warnings.append(f"skipped {article_id}: same content as {seen_hashes[article.sha256]}")
-            continue
-        seen_hashes[article.sha256] = article_id
-        articles.append(article)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for article_id, path in files:
+            try:
+                article = _read_listed(root_fd, root, article_id, path)
+            except ValueError as e:
+                warnings.append(f"skipped {article_id}: {e}")
+                continue
+            except OSError as e:
+                warnings.append(f"skipped {article_id}: {e.strerror or e}")
+                continue
+            if article.sha256 in seen_hashes:
+                warnings.append(f"skipped {article_id}: same content as {seen_hashes[article.sha256]}")
+                continue
+            seen_hashes[article.sha256] = article_id
+            articles.append(article)
+    finally:
+        os.close(root_fd)
     return articles, warnings

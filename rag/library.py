@@ -15,8 +15,9 @@ from pathlib import Path, PurePosixPath
 from rag.config import Config
 from rag.embedders import Embedder
 from rag.errors import RagError
+from rag.files import read_bounded
 from rag.index import BuildReport, build_index
-from rag.ingest import MAX_BYTES, SUFFIXES, Article, corpus_files, parse, read_bounded
+from rag.ingest import MAX_BYTES, SUFFIXES, Article, corpus_files, parse
 from rag.stores import Store, make_store
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,14 @@ def remove_file(folder: Path, article_id: str) -> Path:
     aside = Path(folder) / DELETED
     aside.mkdir(exist_ok=True)
     return place(Path(folder).resolve() / article_id, aside, PurePosixPath(article_id).name)
+
+
+def sorted_articles(articles: dict[str, dict], order: str) -> list[tuple[str, dict]]:
+    """(id, manifest entry) of the articles: the newest first (undated last), or by title."""
+    by_title = sorted(articles.items(), key=lambda item: (item[1]["title"].casefold(), item[0]))
+    if order == "title":
+        return by_title
+    return sorted(by_title, key=lambda item: item[1].get("date") or "", reverse=True)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import html
 import logging
 import os
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,12 +16,13 @@ import gradio as gr  # noqa: E402
 
 from rag.assistant import Answer, Assistant
 from rag.cite import MARKER, Citation
-from rag.config import Config
+from rag.config import Config, check_port
 from rag.errors import RagError
 from rag.ingest import MAX_BYTES, MB, SUFFIXES
-from rag.library import DELETED, Duplicate, Indexer, Status, add_file, remove_file
+from rag.library import DELETED, Duplicate, Indexer, Status, add_file, remove_file, sorted_articles
 from rag.normalize import is_arabic
 from rag.retrieve import Passage
+from rag.terminal import clean_logs
 
 log = logging.getLogger(__name__)
 
@@ -413,14 +413,6 @@ def articles_html(articles: dict[str, dict], order: str) -> str:
     )
 
 
-def sorted_articles(articles: dict[str, dict], order: str) -> list[tuple[str, dict]]:
-    """(id, manifest entry) of the articles: the newest first (undated last), or by title."""
-    by_title = sorted(articles.items(), key=lambda item: (item[1]["title"].casefold(), item[0]))
-    if order == "title":
-        return by_title
-    return sorted(by_title, key=lambda item: item[1].get("date") or "", reverse=True)
-
-
 def delete_choices(articles: dict[str, dict]) -> list[tuple[str, str]]:
     """(label, id) of the delete menu: each article's title and file name, by title."""
     return [(f"{meta['title']} — {article_id}", article_id) for article_id, meta in sorted_articles(articles, "title")]
@@ -535,21 +527,10 @@ def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) ->
     return url
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail at once, before loading any model, when the UI's address cannot be listened on."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
-            probe.bind((host, port))
-    except OSError as e:
-        raise RagError(f"cannot listen on {host}:{port} ({e.strerror}): stop the program using it or choose another "
-                       "port with --port") from e
-
-
 def serve(config: Config) -> None:
     """`rag ui`: load the assistant and its model, then serve the chat until interrupted."""
-    check_port(config.host, config.port)
+    clean_logs()  # the server logs request paths and questions: no escape sequence reaches its terminal
+    check_port(config.host, config.port, "port")
     assistant = Assistant.load(config)
     assistant.generator  # noqa: B018  load the model now: a missing model fails here, not in the first answer
     # The first answer is then as fast as later ones. Joined, never left running: a thread still decoding inside

@@ -201,10 +201,10 @@ def real_assistant(tmp_path_factory) -> Assistant:
     return Assistant(config, embedder, make_store(config))
 
 
-def zip_bytes(files: dict[str, str | bytes]) -> bytes:
+def zip_bytes(files: dict[str, str | bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     """A zip archive of the given members, in memory."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()

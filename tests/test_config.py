@@ -1,6 +1,8 @@
 """Settings: defaults < rag.toml < RAG_* environment variables < explicit overrides."""
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,39 @@ def test_any_value_for_any_number_setting_is_taken_exactly_or_refused(value):
         assert math.isfinite(got)
         assert type(got) is type(getattr(Config(), name))
         assert got == float(str(value).strip())  # never rounded or cut
+
+
+# --- Config files that are not small regular files, or that the parser cannot take -----------------------------
+
+
+def test_a_config_that_is_a_device_or_a_pipe_is_refused_on_the_open_file_without_reading(tmp_path, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.toml")  # opening it for reading would block; reading /dev/zero would never end
+    for path in ("/dev/zero", str(tmp_path / "pipe.toml")):
+        monkeypatch.setenv("RAG_CONFIG", path)
+        with pytest.raises(RagError) as error:
+            load_config()
+        assert str(error.value) == f"config file {path} is not a regular file (a device, pipe or socket)"
+
+
+def test_a_config_file_over_1_mb_is_refused(tmp_path):
+    _toml(tmp_path, "# " + "x" * 1_000_000 + "\ntop_k = 3\n")
+    with pytest.raises(RagError, match=r"^config file rag.toml is larger than 1 MB$"):
+        load_config()
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000])
+def test_a_config_nested_deeper_than_the_parser_goes_is_one_line(tmp_path, text):
+    _toml(tmp_path, text)
+    with pytest.raises(RagError) as error:
+        load_config()
+    assert str(error.value).startswith("rag.toml is not valid TOML") and "\n" not in str(error.value)
+
+
+@given(st.text(alphabet="[]{}=ab1 ,.\"'\n", max_size=3000))
+@settings(max_examples=100, deadline=None)
+def test_any_rag_toml_is_settings_or_one_rag_error(text):
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            load_config(_toml(Path(folder), text))
+        except RagError as e:
+            assert "\n" not in str(e)

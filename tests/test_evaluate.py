@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import HashEmbedder, ScriptedGenerator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rag import cli, evaluate
 from rag.config import PACKAGE_ROOT
+from rag.errors import RagError
 from rag.evaluate import (
     citation_scores,
     contains,
@@ -233,3 +237,91 @@ def test_squad_gold_passage_mode_reads_each_questions_own_paragraph(squad_file, 
     assert len(asked) == 2
     for record in asked:  # one passage, the question's own paragraph, whatever retrieval found
         assert record["passages"] == [record["sources"][0] + "#gold"]
+
+
+# --- Input files are checked: one line naming the line (or place) and the field --------------------------------
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.sampled_from(["id", "question", "answer", "sources", "answerable",
+                                                              "aliases", "category", "data", "paragraphs", "context",
+                                                              "qas", "answers", "text"]), inner, max_size=5),
+                           max_leaves=12)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("[1, 2]", "line 2: not a gold question: a list, not an object"),
+        ('{"id": "q", "question": "س؟", "sources": [], "answerable": true}', "line 2: not a gold question: no answer"),
+        ('{"id": "q", "question": "س؟", "sources": "a.txt", "answerable": false}',
+         "line 2: not a gold question: sources is text, not a list"),
+        ('{"id": "q", "question": "س؟", "sources": [1], "answerable": false}',
+         "line 2: not a gold question: sources[0] is a whole number, not text"),
+        ('{"id": "q", "question": "س؟", "answer": "ج", "sources": [], "answerable": "yes"}',
+         "line 2: not a gold question: answerable is text, not true or false"),
+        ('{"id": "q", "question": "س؟", "sources": [], "answerable": false, "aliases": "ج"}',
+         "line 2: not a gold question: aliases is text, not a list"),
+        ("{" * 100_000, "line 2: not JSON text"),
+    ],
+)
+def test_a_bad_gold_line_is_one_error_naming_the_line_and_field(gold_file, line, problem):
+    lines = gold_file.read_text(encoding="utf-8").splitlines()
+    gold_file.write_text("\n".join([lines[0], line, *lines[1:]]), encoding="utf-8")
+    with pytest.raises(RagError) as error:
+        evaluate.load_gold(gold_file)
+    assert str(error.value) == f"{gold_file} {problem}"
+
+
+@given(st.lists(json_values, min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_any_json_lines_are_gold_questions_or_one_line_error(rows):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "gold.jsonl"
+        path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+        try:
+            questions = evaluate.load_gold(path)
+        except RagError as e:
+            assert "\n" not in str(e) and " line " in str(e)
+            return
+    assert all(isinstance(q["question"], str) and isinstance(q["sources"], list) for q in questions)
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_any_json_is_a_squad_file_or_its_problem_is_named(data):
+    problem = evaluate.shape_problem(data, evaluate.SQUAD_SHAPE)
+    if problem is None:
+        with tempfile.TemporaryDirectory() as folder:  # the questions of a file of that shape can be taken
+            evaluate.squad_questions(data, Path(folder), "x")
+    else:
+        assert "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[]", "a list, not an object"),
+        ('{"data": {}}', "data is an object, not a list"),
+        ('{"data": [{"paragraphs": [{"context": "نص", "qas": [{"id": "1", "answers": []}]}]}]}',
+         "no data[0].paragraphs[0].qas[0].question"),
+        ('{"data": [{"paragraphs": [{"context": "نص", "qas": [{"id": "1", "question": "س", "answers": [5]}]}]}]}',
+         "data[0].paragraphs[0].qas[0].answers[0] is a whole number, not an object"),
+    ],
+)
+def test_a_bad_squad_file_is_one_error_naming_the_place(tmp_path, fake_config, content, problem):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(RagError) as error:
+        evaluate.run_squad(path, tmp_path / "out", fake_config, embedder=HashEmbedder(), sample=0)
+    assert str(error.value) == f"SQuAD file {path}: {problem}"
+
+
+def test_rag_eval_input_files_that_are_not_files_are_one_line(hash_cli, tmp_path, capsys):
+    (tmp_path / "folder.jsonl").mkdir()
+    assert cli.main(["eval", "--gold", str(tmp_path / "folder.jsonl")]) == 2
+    assert cli.main(["eval", "--squad", "/dev/zero"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: gold file {tmp_path / 'folder.jsonl'} is a folder, not a file",
+        "error: SQuAD file /dev/zero is not a regular file (a device, pipe or socket)",
+    ]

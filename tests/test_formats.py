@@ -7,6 +7,7 @@ import random
 import socket
 import subprocess
 import sys
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -338,6 +339,24 @@ def test_damaged_word_file_is_refused_with_a_one_line_reason(data, reason):
         from_docx(data)
     assert "\n" not in str(error.value)
 
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        ("word/document.xml", "the .docx unpacks to 21 MB of XML, more than the 20 MB a Word file of the largest "
+                              "text read needs"),
+        ("word/media/image1.png", "the .docx unpacks to more than 70 MB"),
+    ],
+)
+def test_a_word_file_that_inflates_beyond_its_text_is_refused_before_parsing(monkeypatch, member, reason):
+    size = 21_000_000 if member.endswith(".xml") else 71_000_000
+    bomb = zip_bytes({"[Content_Types].xml": "<Types/>", member: b" " * size}, zipfile.ZIP_DEFLATED)
+    assert len(bomb) < 100_000  # a small file...
+    monkeypatch.setattr("docx.Document", lambda *a: pytest.fail("the document was parsed"))
+    with pytest.raises(ValueError) as error:
+        from_docx(bomb)  # ... refused on the sizes its members declare
+    assert str(error.value) == reason
 
 # ---------------------------------------------------------------------------------------------------------------
 # All readers

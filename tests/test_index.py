@@ -229,6 +229,57 @@ def test_a_corrupt_index_is_rebuilt_from_scratch(built):
     assert report.embedded == report.chunks == FaissStore(folder).count()
 
 
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False)
+                           | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+# Every field a reader uses, as the keys leading to it: in the manifest, and in any row of the two JSONL files.
+MANIFEST_KEYS = [("format_version",), ("embedder",), ("embedder", "id"), ("embedder", "dims"), ("chunking",),
+                 ("chunking", "size"), ("chunking", "overlap"), ("chunks",), ("articles",), ("articles", "a_visit.txt"),
+                 *[("articles", "a_visit.txt", key) for key in ("sha256", "chunks", "title", "date")]]
+ROW_KEYS = {"articles.jsonl": ["id", "title", "date", "text", "sha256", "format"],
+            "chunks.jsonl": ["id", "article_id", "title", "date", "start", "end", "text"]}
+
+
+def _change(document: dict, keys: tuple, value, drop: bool) -> None:
+    """Set the field the keys lead to, or remove it."""
+    for key in keys[:-1]:
+        document = document[key]
+    if drop:
+        del document[keys[-1]]
+    else:
+        document[keys[-1]] = value
+
+
+@given(data=st.data(), drop=st.booleans(), value=json_values)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_edited_field_of_an_index_is_one_line_and_rag_index_builds_a_fresh_one(tmp_path_factory, data, drop,
+                                                                                    value):
+    root = tmp_path_factory.mktemp("edited")
+    seeds = root / "seeds"
+    seeds.mkdir()
+    for name, text in ARTICLES.items():
+        (seeds / name).write_text(text, encoding="utf-8")
+    _build(seeds, root / "index")
+    version = _version(root / "index")
+    file = data.draw(st.sampled_from(["manifest.json", *ROW_KEYS]))
+    path = version / file
+    if file == "manifest.json":
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        _change(manifest, data.draw(st.sampled_from(MANIFEST_KEYS)), value, drop)
+        path.write_text(json.dumps(manifest), encoding="utf-8")
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        row = data.draw(st.sampled_from(rows))
+        _change(row, (data.draw(st.sampled_from(ROW_KEYS[file])),), value, drop)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    try:
+        FaissStore(root / "index").manifest()
+    except RagError as e:  # damage a reader relies on: one line, naming the file
+        assert "\n" not in str(e) and "`rag index`" in str(e)
+    report = _build(seeds, root / "index")  # whatever was damaged, a fresh version is built over it
+    assert FaissStore(root / "index").count() == report.chunks > 0
+
 def test_files_named_like_an_index_are_refused_and_left_untouched(built, tmp_path):
     seeds, folder, embedder = built
     mydata = tmp_path / "mydata"  # a user's files that happen to bear the names of an index's (or format 1's)
@@ -285,7 +336,7 @@ def test_leftovers_of_a_killed_build_are_cleaned_up_and_nothing_else(built):
     seeds, folder, embedder = built
     stale = folder / ".tmp-v000009-999999"
     stale.mkdir()
-    (stale / ".readers").touch()  # a build writes it first into its temp folder: the proof that it is ours
+    (stale / faiss_store.READERS).touch()  # what a build writes first into its temp folder: proof that it is ours
     (stale / "chunks.jsonl").write_text("half", encoding="utf-8")
     (folder / f".tmp-{POINTER}-999999").write_text("v000009", encoding="utf-8")
     (folder / "notes.txt").write_text("mine", encoding="utf-8")  # the user's own file in the index folder

@@ -222,6 +222,73 @@ def test_a_linked_folder_is_not_walked(tmp_path):
     assert "a link to a folder (not followed)" in warnings["etc/"] and "again/" in warnings
 
 
+
+def _swap_after_listing(monkeypatch, swap) -> None:
+    """Make load_articles list the folder, then run swap() before it reads anything: a race, made deterministic."""
+    real_listing = ingest.corpus_files
+
+    def listed_then_swapped(folder):
+        listing = real_listing(folder)
+        swap()
+        return listing
+
+    monkeypatch.setattr(ingest, "corpus_files", listed_then_swapped)
+
+
+def test_a_subfolder_swapped_for_a_link_after_listing_is_not_read(tmp_path, monkeypatch):
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    (corpus / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (corpus / "sub" / "a.txt").write_text(GOOD, encoding="utf-8")
+    (corpus / "b.txt").write_text(GOOD + " ب", encoding="utf-8")
+    (outside / "a.txt").write_text("OUTSIDE " + GOOD, encoding="utf-8")
+    (outside / "b.txt").write_text("OUTSIDE " + GOOD + " ب", encoding="utf-8")
+
+    def swap():
+        (corpus / "sub").rename(tmp_path / "moved")
+        (corpus / "sub").symlink_to(outside)  # the folder listed is now a link to a folder outside
+        (corpus / "b.txt").unlink()
+        (corpus / "b.txt").symlink_to(outside / "b.txt")  # and the file listed, a link to a file outside
+
+    _swap_after_listing(monkeypatch, swap)
+    ids, warnings = _ids_and_warnings(corpus)
+    assert ids == []
+    for name in ("sub/a.txt", "b.txt"):
+        assert warnings[name] == f"skipped {name}: became a link or left the folder while being read (not followed)"
+
+
+@given(depth=st.integers(1, 4), swapped=st.integers(0, 4))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_component_swapped_for_a_link_after_listing_is_never_followed(tmp_path_factory, monkeypatch, depth,
+                                                                          swapped):
+    root = tmp_path_factory.mktemp("race")
+    corpus, outside = root / "corpus", root / "outside"
+    parts = [f"d{i}" for i in range(depth)] + ["a.txt"]
+    for base, text in ((corpus, GOOD), (outside, "OUTSIDE " + GOOD)):  # the same tree inside and outside
+        (base / Path(*parts[:-1])).mkdir(parents=True)
+        (base / Path(*parts)).write_text(text, encoding="utf-8")
+    at = min(swapped, depth)  # the component replaced: a folder on the way, or the file itself
+
+    def swap():
+        component = corpus / Path(*parts[: at + 1])
+        component.rename(root / "moved")
+        component.symlink_to(outside / Path(*parts[: at + 1]))
+
+    with monkeypatch.context() as patch:
+        _swap_after_listing(patch, swap)
+        articles, warnings = load_articles(corpus)
+    assert articles == [] and warnings == [f"skipped {'/'.join(parts)}: became a link or left the folder while "
+                                           "being read (not followed)"]
+
+
+def test_a_hard_link_to_a_file_outside_is_a_file_of_the_folder_and_is_read(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (tmp_path / "elsewhere.txt").write_text(GOOD, encoding="utf-8")
+    os.link(tmp_path / "elsewhere.txt", corpus / "a.txt")  # as README.md says: a regular file of the folder
+    ids, warnings = _ids_and_warnings(corpus)
+    assert ids == ["a.txt"] and warnings == {}
+
 def test_devices_fifos_and_sockets_are_skipped_without_blocking(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -249,10 +316,11 @@ def test_the_size_is_checked_before_reading_and_reads_are_bounded(tmp_path, monk
     (corpus / "a.txt").write_text(GOOD, encoding="utf-8")
     opened = []
     real_open = os.open
-    monkeypatch.setattr(ingest.os, "open", lambda path, *a: opened.append(Path(path).name) or real_open(path, *a))
+    monkeypatch.setattr(ingest.os, "open", lambda path, *a, **kw: opened.append(Path(path).name)
+                        or real_open(path, *a, **kw))
     ids, warnings = _ids_and_warnings(corpus)
     assert ids == ["a.txt"] and "larger than 5 MB" in warnings["huge.txt"]
-    assert opened == ["a.txt"]  # the big file was never even opened
+    assert "a.txt" in opened and "huge.txt" not in opened  # the big file was never even opened
     with pytest.raises(ValueError, match="larger than 5 MB"):
         ingest.read_bounded(huge, 5_000_000)
 
@@ -304,11 +372,14 @@ def test_an_unreadable_file_is_a_warning(tmp_path, monkeypatch):
     (tmp_path / "a.txt").write_text(GOOD, encoding="utf-8")
     (tmp_path / "b.txt").write_text(GOOD + " ب", encoding="utf-8")
 
-    def denied(path, *args):
-        raise PermissionError(13, "Permission denied", str(path))
+    real_open = ingest.open_inside
 
-    monkeypatch.setattr(ingest, "read_bounded", lambda path, limit: denied(path) if path.name == "b.txt"
-                        else path.read_bytes())
+    def denied(root_fd, relative):
+        if relative.name == "b.txt":
+            raise PermissionError(13, "Permission denied", str(relative))
+        return real_open(root_fd, relative)
+
+    monkeypatch.setattr(ingest, "open_inside", denied)
     ids, warnings = _ids_and_warnings(tmp_path)
     assert ids == ["a.txt"] and warnings["b.txt"] == "skipped b.txt: Permission denied"
 

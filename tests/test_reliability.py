@@ -3,6 +3,10 @@ index locking across processes, interrupted model pulls, and what the served UI 
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
+import logging
 import os
 import shutil
 import signal
@@ -10,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from conftest import ARTICLES, HashEmbedder, ScriptedGenerator, build_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag import cli, models
+from rag import cli, ingest, models
 from rag.assistant import Answer, Assistant, check_question, rewrite_followup
 from rag.chunk import sentence_spans
 from rag.cite import attribute, is_instruction
@@ -30,6 +35,7 @@ from rag.generators.llama import LlamaGenerator
 from rag.models import ModelSpec, pull, resolve
 from rag.prompts import load_prompt
 from rag.stores.faiss import FaissStore
+from rag.terminal import clean_logs
 from rag.writer import clean_reply, is_refusal
 
 TESTS = Path(__file__).resolve().parent
@@ -685,3 +691,129 @@ def test_rag_index_into_the_articles_folder_deletes_nothing(hash_cli, seeds, cap
     assert {p: p.read_bytes() for p in seeds.rglob("*") if p.is_file()} == before
     assert cli.main(["--seeds-dir", str(seeds), "--index-dir", str(seeds.parent), "index"]) == 2
     assert {p: p.read_bytes() for p in seeds.rglob("*") if p.is_file()} == before
+
+
+# --- Round 3 (issue #19) ----------------------------------------------------------------------------------------
+
+
+def test_rag_index_over_a_folder_of_index_like_user_files_changes_nothing(hash_cli, seeds, tmp_path, capsys):
+    mydata = tmp_path / "mydata"
+    mydata.mkdir()
+    (mydata / "manifest.json").write_text('{"name":"x"}\n')
+    (mydata / "articles.jsonl").write_text('{"id":1}\n')
+    assert cli.main(["--seeds-dir", str(seeds), "--index-dir", str(mydata), "index"]) == 2
+    assert capsys.readouterr().err == (f"error: index_dir {mydata} is not an index folder (it holds articles.jsonl, "
+                                       "manifest.json); nothing was changed: choose a new or empty folder for "
+                                       "index_dir\n")
+    assert {p.name: p.read_text() for p in mydata.iterdir()} == {"manifest.json": '{"name":"x"}\n',
+                                                                 "articles.jsonl": '{"id":1}\n'}
+
+
+def _edit_json(path: Path, change) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    change(document)
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def _drop_sha256_of_first_row(path: Path) -> None:
+    first, *rest = path.read_text(encoding="utf-8").splitlines()
+    row = json.loads(first)
+    del row["sha256"]
+    path.write_text("\n".join([json.dumps(row, ensure_ascii=False), *rest]) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda v: _edit_json(v / "manifest.json", lambda m: m.update(embedder="hidden")),
+         "manifest.json: embedder is text, not an object"),
+        (lambda v: _edit_json(v / "manifest.json", lambda m: m["articles"]["a_visit.txt"].pop("sha256")),
+         "manifest.json: no articles['a_visit.txt'].sha256"),
+        (lambda v: _drop_sha256_of_first_row(v / "articles.jsonl"), "articles.jsonl line 1: no sha256"),
+        (lambda v: (v.parent / "current").write_text("../../etc\n"), "current: '../../etc' is not a version name"),
+    ],
+)
+def test_a_damaged_index_is_one_line_and_rag_index_builds_a_fresh_one(hash_cli, seeds, tmp_path, capsys, damage,
+                                                                      problem):
+    index = tmp_path / "idx"
+    args = ["--seeds-dir", str(seeds), "--index-dir", str(index)]
+    assert cli.main([*args, "index"]) == 0
+    damage(index / (index / "current").read_text().strip())
+    capsys.readouterr()
+    assert cli.main([*args, "search", "بوتين"]) == 2
+    assert capsys.readouterr().err == (f"error: the index in {index} is damaged ({problem}): run `rag index` to "
+                                       "build a fresh one\n")
+    assert cli.main([*args, "index"]) == 0
+    out, err = capsys.readouterr()
+    assert "added 3, changed 0, removed 0, unchanged 0" in out and "Traceback" not in err
+    assert cli.main([*args, "search", "بوتين"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "-k", "-1", "بوتين"], "-k must be at least 1, not -1"),
+        (["search", "-k", "0", "بوتين"], "-k must be at least 1, not 0"),
+        (["search", "-k", "2.5", "بوتين"], "-k must be a whole number, not '2.5'"),
+        (["eval", "--squad", "x.json", "--sample", "0"], "--sample must be at least 1, not 0"),
+        (["eval", "--limit", "-3"], "--limit must be at least 1, not -3"),
+        (["eval", "--limit", "nan"], "--limit must be a finite number, not 'nan'"),
+    ],
+)
+def test_numeric_flags_are_checked_like_settings_before_any_work(hash_cli, argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "cmd_search", lambda *a: pytest.fail("the command ran"))
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+@given(st.integers(-10**30, 10**30) | st.text(max_size=12))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_k_is_a_count_or_one_error(hash_cli, capsys, k):
+    parsed = argparse.Namespace(k=str(k))  # as argparse hands the flag over: text
+    try:
+        cli._check_counts(parsed)
+    except RagError as e:
+        assert str(e).startswith("-k") and "\n" not in str(e)
+    else:
+        assert isinstance(parsed.k, int) and parsed.k >= 1
+
+
+@pytest.fixture
+def restored_logging(monkeypatch):
+    """Whatever clean_logs installs is undone after the test."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+
+
+def test_log_lines_and_warnings_of_any_library_reach_no_terminal_raw(restored_logging, hash_cli, seeds, tmp_path,
+                                                                     caplog, monkeypatch):
+    font = "\x1b]0;owned\x07\x1b[31mEvil\u202eFont"  # what a PDF's font name may hold
+
+    def parse_logging(name, data):  # a reader library logs what it read, as pypdf does with font names
+        logging.getLogger("pypdf._page").warning("Font %s is missing", font)
+        return real_parse(name, data)
+
+    real_parse = ingest.parse
+    monkeypatch.setattr(ingest, "parse", parse_logging)
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["--seeds-dir", str(seeds), "--index-dir", str(tmp_path / "idx"), "index"]) == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "pypdf._page"]
+    assert logged == ["Font ]0;owned[31mEvilFont is missing"] * 3
+    shown = warnings.formatwarning("\x1b[31mred", UserWarning, "x.py", 1, "")
+    assert "\x1b" not in shown and "[31mred" in shown
+
+
+def test_a_log_record_holding_an_escape_sequence_is_printed_clean_by_any_handler(restored_logging):
+    clean_logs()
+    clean_logs()  # twice: still one cleaner
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger("some.library")
+    logger.addHandler(handler)
+    try:
+        logger.warning("\x1b[31m%s\x9b2J", "red\u202e")
+    finally:
+        logger.removeHandler(handler)
+    assert out.getvalue().splitlines()[0] == "[31mred2J"

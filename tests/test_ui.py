@@ -238,7 +238,7 @@ def test_the_warm_up_thread_is_joined_when_serving_fails(fake_assistant, monkeyp
     monkeypatch.setattr(fake_assistant, "warm_up", warm_up)
     monkeypatch.setattr(Assistant, "load", lambda config: fake_assistant)
     monkeypatch.setattr(ui, "launch", launch)
-    monkeypatch.setattr(ui, "check_port", lambda host, port: None)
+    monkeypatch.setattr(ui, "check_port", lambda *_: None)
     with pytest.raises(RagError, match="cannot listen"):
         ui.serve(fake_assistant.config)
     assert finished  # never left running into the interpreter's exit, where llama.cpp would crash

@@ -8,13 +8,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from rag.chunk import Chunk
 from rag.errors import RagError
 from rag.ingest import Article
+from rag.rows import shape_problem
 
 FORMAT_VERSION = 2
 RRF_K = 60  # the constant of Cormack, Clarke & Buettcher (2009): damps the weight of top ranks
@@ -22,6 +23,11 @@ DEPTH = 50  # candidates taken from each ranking before fusion
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s defaults (Lucene's formula); the pgvector store computes the same
 BM25_MANIFEST = {"tokens": "rag.normalize.terms (normalized, light10-stemmed)", "k1": BM25_K1, "b": BM25_B}
 Mode = Literal["hybrid", "dense", "bm25"]
+# What readers of an index rely on in its manifest (a rag.rows shape: nested objects, fields and their types) ...
+MANIFEST_SHAPE: dict[str, Any] = {"format_version": int, "embedder": {"id": str, "dims": int},
+                                  "chunking": {"size": int, "overlap": int}, "chunks": int, "articles": dict}
+# ... and in each article's entry: `rag index` reuses vectors by sha256 and counts chunks, the UI lists the rest.
+ARTICLE_ENTRY_SHAPE: dict[str, Any] = {"sha256": str, "title": str, "date": str | None, "chunks": int}
 
 
 @dataclass
@@ -65,6 +71,25 @@ def top_n(scores: np.ndarray, n: int) -> list[int]:
 def bm25_idf(chunks: int, df: int) -> float:
     """BM25's inverse document frequency (Lucene's, never negative): rare terms weigh more."""
     return math.log(1 + (chunks - df + 0.5) / (df + 0.5))
+
+
+def damaged(where: str, problem: str) -> RagError:
+    """The one-line error for an index whose files were edited or cut: what is wrong, and the way out."""
+    first_line = " ".join(problem.strip().split("\n")[0].split())  # a library's message may run over many lines
+    return RagError(f"the index in {where} is damaged ({first_line}): run `rag index` to build a fresh one")
+
+
+def check_manifest(manifest: object, where: str) -> dict:
+    """The manifest, once every field readers rely on is there with its type; else a one-line damaged() error."""
+    if isinstance(manifest, dict) and manifest.get("format_version") != FORMAT_VERSION:
+        raise RagError(f"the index in {where} has format version {manifest.get('format_version')!r}, expected "
+                       f"{FORMAT_VERSION}: run `rag index` to build a fresh one")
+    if problem := shape_problem(manifest, MANIFEST_SHAPE):
+        raise damaged(where, f"manifest.json: {problem}")
+    for article_id, entry in manifest["articles"].items():
+        if problem := shape_problem(entry, ARTICLE_ENTRY_SHAPE, f"articles[{article_id!r}]"):
+            raise damaged(where, f"manifest.json: {problem}")
+    return manifest
 
 
 def check_compatible(manifest: dict, where: str, embedder_id: str, chunk_size: int, chunk_overlap: int) -> None:

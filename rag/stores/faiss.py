@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from rag.config import Config
 from rag.errors import RagError, require
 from rag.ingest import Article
 from rag.normalize import terms as text_terms
+from rag.rows import dataclass_fields, row_problem
 from rag.stores.base import (
     BM25_B,
     BM25_K1,
@@ -40,6 +42,8 @@ from rag.stores.base import (
     Passage,
     Store,
     bm25_idf,
+    check_manifest,
+    damaged,
     rrf,
     top_n,
 )
@@ -125,38 +129,55 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _read_rows(path: Path, cls: type, where: Path) -> list:
+    """The rows of a JSONL file of an index as cls objects (Article, Chunk), each checked first: a damaged() error
+    names the file, the line and the field."""
+    required, optional = dataclass_fields(cls)
+    rows = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep for the parser
+                raise damaged(str(where), f"{path.name} line {n}: not JSON text") from e
+            if problem := row_problem(row, required, optional):
+                raise damaged(str(where), f"{path.name} line {n}: {problem}")
+            rows.append(cls(**{k: row[k] for k in (*required, *optional) if k in row}))
+    return rows
 
 
 def read_version(folder: Path, where: Path) -> Snapshot:
-    """Load one version folder, with a clear error when it is partial or corrupt."""
+    """Load one version folder: every file checked, a one-line error naming what is missing, cut or edited."""
     missing = [name for name in FILES if not (folder / name).exists()]
     if missing:
         raise RagError(f"the index in {where} is incomplete (missing {', '.join(missing)}): run `rag index`")
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-            version = manifest.get("format_version") if isinstance(manifest, dict) else None
-            raise ValueError(f"format version {version}, expected {FORMAT_VERSION}")
-        for key, sub in (("embedder", "id"), ("chunking", "size"), ("chunking", "overlap")):
-            if sub not in manifest.get(key, {}):
-                raise ValueError(f"manifest.json has no {key}.{sub}")
-        articles = {row["id"]: Article(**row) for row in _read_jsonl(folder / "articles.jsonl")}
-        chunks = [Chunk(**row) for row in _read_jsonl(folder / "chunks.jsonl")]
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep for the parser
+        raise damaged(str(where), "manifest.json: not JSON text") from e
+    check_manifest(manifest, str(where))
+    articles = {a.id: a for a in _read_rows(folder / "articles.jsonl", Article, where)}
+    chunks = _read_rows(folder / "chunks.jsonl", Chunk, where)
+    try:
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
         dense = _faiss().read_index(str(folder / "dense.faiss"))
         import bm25s
 
         bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
-    except RagError:
-        raise
-    except Exception as e:  # truncated JSON, numpy or FAISS files raise many kinds of errors
-        raise RagError(f"the index in {where} is corrupt ({type(e).__name__}: {e}): run `rag index` to rebuild it") \
-            from e
-    if len({len(chunks), len(vectors), dense.ntotal, manifest.get("chunks")}) != 1:
+    except Exception as e:  # truncated numpy, FAISS or bm25s files raise many kinds of errors
+        raise damaged(str(where), f"{type(e).__name__}: {e}") from e
+    dims = manifest["embedder"]["dims"]
+    if vectors.ndim != 2 or vectors.shape[1] != dims or dense.d != dims:
+        raise damaged(str(where), f"vectors.npy or dense.faiss: vectors are not of {dims} dimensions")
+    if len({len(chunks), len(vectors), dense.ntotal, manifest["chunks"]}) != 1:
         raise RagError(f"the index in {where} is inconsistent (chunk and vector counts differ): run `rag index`")
+    # A build reuses an article's chunks by its id and counts them from the manifest: all three files must agree.
+    per_article = Counter(c.article_id for c in chunks)
+    if set(articles) != set(manifest["articles"]) or per_article != {
+            name: meta["chunks"] for name, meta in manifest["articles"].items() if meta["chunks"]}:
+        raise damaged(str(where), "manifest.json, articles.jsonl and chunks.jsonl list different articles or chunks")
     return Snapshot(folder, manifest, articles, chunks, vectors, dense, bm25)
 
 
@@ -194,12 +215,18 @@ class FaissStore(Store):
     # Reading.
 
     def _current(self) -> str | None:
+        """The name of the published version, None if there is none; a damaged() error if it names no version."""
         try:
-            return (self.folder / POINTER).read_text(encoding="utf-8").strip() or None
+            name = (self.folder / POINTER).read_bytes()[:100].decode("ascii").strip()
         except FileNotFoundError:
             return None
         except OSError as e:
             raise RagError(f"cannot read the index in {self.folder} ({e.strerror})") from e
+        except UnicodeDecodeError:
+            name = "?"
+        if name and not _VERSION.match(name):  # never a path: `current` must not lead out of the folder
+            raise damaged(self.where, f"{POINTER}: {name[:20]!r} is not a version name")
+        return name or None
 
     def _load(self) -> Snapshot:
         # A build may publish a new version and remove an older one at any moment: read the pointer, lock that
@@ -216,6 +243,8 @@ class FaissStore(Store):
                         continue
                     return read_version(version, self.folder)
             except FileNotFoundError:
+                if self._current() == name:  # builds never remove the published version: it was never there
+                    raise damaged(self.where, f"{POINTER}: {name} does not exist") from None
                 continue  # removed by a build between reading the pointer and opening it
         raise RagError(f"the index in {self.folder} kept changing while loading; try again")
 

@@ -31,7 +31,18 @@ from rag.config import Config
 from rag.errors import RagError, require
 from rag.ingest import Article
 from rag.normalize import terms as text_terms
-from rag.stores.base import BM25_B, BM25_K1, BM25_MANIFEST, DEPTH, RRF_K, Mode, Passage, Store, bm25_idf
+from rag.stores.base import (
+    BM25_B,
+    BM25_K1,
+    BM25_MANIFEST,
+    DEPTH,
+    RRF_K,
+    Mode,
+    Passage,
+    Store,
+    bm25_idf,
+    check_manifest,
+)
 
 HNSW_MAX_DIMS = 2000  # pgvector indexes vectors of up to 2,000 dimensions; longer ones are searched exactly
 MIN_EF_SEARCH = 40  # pgvector's default hnsw.ef_search; a search sets at least twice its depth
@@ -340,7 +351,8 @@ class PgVectorStore(Store):
             raise self._fail(e, "to read the published version") from None
         if row is None:
             raise RagError(f"no index in {self.where}: run `rag index` to build it from your articles")
-        return Version(*row)
+        number, manifest, chunks, avg_length = row
+        return Version(number, check_manifest(manifest, self.where), chunks, avg_length)
 
     @property
     def version(self) -> Version:
