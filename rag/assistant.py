@@ -23,9 +23,21 @@ from rag.retrieve import Mode, Passage, search
 from rag.stores import Store, make_store
 from rag.stores.base import check_compatible
 
-__all__ = ["Answer", "Assistant", "check_question", "rewrite_followup"]
+__all__ = ["Answer", "Assistant", "Stage", "check_question", "rewrite_followup"]
 
 MIN_COVERAGE = 0.5  # idf-weighted share of the question's terms found in the passages (or see min_similarity)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of answering, told to the user while they wait: searching, reading or checking."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        """What the user is shown (rag/prompts/stages.toml)."""
+        return load_strings("stages")[self.name]
 
 
 @dataclass
@@ -127,10 +139,12 @@ class Assistant:
         return answer
 
     def stream(self, question: str, history: Sequence[str] = (),
-               passages: list[Passage] | None = None) -> Iterator[str | Answer]:
-        """Yield the model's reply as it comes, then the Answer. Given passages are read instead of retrieving
-        (reader-only evaluation on a benchmark's gold paragraph)."""
+               passages: list[Passage] | None = None) -> Iterator[Stage | Answer]:
+        """Yield each Stage as it begins, then the Answer. The model's draft is never yielded: the reader may throw
+        it away, and a user must not read a wrong sentence while waiting. Given passages are read instead of
+        retrieving (reader-only evaluation on a benchmark's gold paragraph)."""
         started = time.perf_counter()
+        yield Stage("searching")
         question = check_question(question, self.config.max_question_chars)
         full_question = rewrite_followup(question, list(history), load_prompt("followup"))
         # BM25 over Arabic terms only matches stray English fragments of a question in another language.
@@ -151,16 +165,17 @@ class Assistant:
                                  self.config.temperature)
         else:
             steps = reader.read(full_question, evidence, self.generator, kind, self.config.max_tokens)
+        yield Stage("reading")
         result = None
         for step in steps:
             if isinstance(step, str):
-                timings.setdefault("first_token", time.perf_counter() - started)
-                yield step
+                timings.setdefault("first_token", time.perf_counter() - started)  # the model's, not shown
             else:
                 result = step
         timings["generate"] = time.perf_counter() - started - timings["retrieve"]
         timings["total"] = time.perf_counter() - started
         timings.setdefault("first_token", timings["total"])
+        yield Stage("checking")
         answer = (self._written(question, passages, timings, kind, *result) if self.config.reader == "free"
                   else self._read(question, passages, timings, result))
         answer.evidence = evidence

@@ -89,13 +89,13 @@ def cmd_ask(args, config: Config) -> None:
     question = check_question(_question(args.question), config.max_question_chars)
     assistant = Assistant.load(config)
     answer = None
-    streaming = not args.json and sys.stderr.isatty()
+    showing = not args.json and sys.stderr.isatty()
     for piece in assistant.stream(question):
         if isinstance(piece, Answer):
             answer = piece
-        elif streaming:
-            print(safe(piece).replace("\n", " "), end="", file=sys.stderr, flush=True)  # the raw reply as it streams
-    if streaming:
+        elif showing:  # the step under way, on one line that the next step (and then the answer) replaces
+            print(f"\r\033[K{safe(piece.label)}", end="", file=sys.stderr, flush=True)
+    if showing:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
@@ -163,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--squad", type=Path, help="a SQuAD-format JSON file to index and evaluate on")
     ev.add_argument("--gold-passage", action="store_true",
                     help="with --squad: the reader gets each question's own paragraph (reader-only figures)")
+    ev.add_argument("--ids", type=Path, help="with --squad: answer only questions with these ids (one a line: a "
+                    "held-out split, e.g. evals/splits/tydi-ar-heldout.ids)")
     ev.add_argument("--sample", metavar="N", default=50, help="questions answered by the model in --squad mode")
     ev.add_argument("--out", type=Path, default=Path("evals/results"), help="folder the results are written to")
     ev.add_argument("--retrieval-only", action="store_true", help="score retrieval only, without the model")

@@ -508,10 +508,11 @@ def squad_questions(data: dict, seeds: Path, category: str) -> list[dict]:
 
 def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None = None,
               generator: Generator | None = None, sample: int = 50, limit: int | None = None,
-              seed: int = 0, gold_passage: bool = False) -> dict:
+              seed: int = 0, gold_passage: bool = False, ids: set[str] | None = None) -> dict:
     """Index every paragraph of a SQuAD-format file (a paragraph is an article), retrieve for every question,
-    answer a seeded random sample of them (from the retrieved passages, or with gold_passage from the question's
-    own paragraph, as published reader figures are), and write the results into out."""
+    answer a seeded random sample of them (of the questions in ids, when given: a held-out split), from the
+    retrieved passages or with gold_passage from the question's own paragraph, as published reader figures are, and
+    write the results into out."""
     from rag.index import build_index
     from rag.stores import make_store
 
@@ -535,7 +536,10 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
                              log=lambda msg: print(msg, file=sys.stderr))
         assistant = Assistant(config, embedder, store, generator)
         indexed = set(store.manifest()["articles"])
-        asked = sorted(random.Random(seed).sample(range(len(questions)), min(sample, len(questions))))
+        pool = [i for i, q in enumerate(questions) if ids is None or str(q["id"]) in ids]
+        if ids is not None and not pool:
+            raise RagError(f"none of the {len(ids)} ids of the split is a question of {path}")
+        asked = sorted(random.Random(seed).sample(pool, min(sample, len(pool))))
         info = run_info(assistant, bool(asked))
         info["index"] = {"paragraphs": len(list((work / "seeds").iterdir())), "articles": len(indexed),
                          "chunks": report.chunks, "seconds": report.seconds, "skipped": report.warnings}
@@ -545,7 +549,8 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
     base = f"squad-{name}" + ("-goldp" if gold_passage else "")
     summary = summarize(_name(base, not asked, limit), records, SQUAD_KS, info, indexed,
                         time.perf_counter() - started)
-    summary |= {"squad": str(path), "sample": len(asked), "seed": seed, "gold_passage": gold_passage}
+    summary |= {"squad": str(path), "sample": len(asked), "seed": seed, "gold_passage": gold_passage,
+                "split": None if ids is None else len(pool)}
     summary["path"] = str(write_results(Path(out), summary, records, SQUAD_KS))
     return summary
 
@@ -554,8 +559,9 @@ def main(args, config: Config) -> None:
     """`rag eval`: gold mode (default) or --squad mode; prints where the results went and the headline figures."""
     if args.squad:
         sample = 0 if args.retrieval_only else args.sample
+        ids = None if args.ids is None else set(read_input_text(args.ids, MAX_INPUT_BYTES, "ids file").split())
         summary = run_squad(args.squad, args.out, config, sample=sample, limit=args.limit,
-                            gold_passage=args.gold_passage)
+                            gold_passage=args.gold_passage, ids=ids)
     else:
         gold = args.gold or PACKAGE_ROOT / "evals" / f"gold-{args.split}.jsonl"
         summary = run_gold(lambda: Assistant.load(config), gold, args.out, args.retrieval_only, args.limit)

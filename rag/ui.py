@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline product: no usage pings, set before import
 import gradio as gr  # noqa: E402
 
-from rag.assistant import Answer, Assistant
+from rag.assistant import Answer, Assistant, Stage
 from rag.cite import MARKER, Citation
 from rag.config import Config, check_port
 from rag.errors import RagError
@@ -32,7 +32,6 @@ EXAMPLES = [
     "من نقل رسالة بوتين الشفهية إلى أمير قطر؟",
     "أين التقى بوتين بأمير قطر في أكتوبر 2022؟",
 ]
-SEARCHING = "جارٍ البحث في المصادر…"  # logical order: the ellipsis ends the sentence in RTL
 UNEXPECTED = "حدث خطأ غير متوقع أثناء الإجابة. أعد المحاولة، وإن تكرر الخطأ فأبلغ المسؤول عن الخادم."
 CONTEXT = 200  # characters of article text shown on each side of a cited span
 EXCERPT = 300  # characters of a passage shown under a refusal
@@ -48,7 +47,7 @@ CSS = """
 #header h1 { font-size: 1.6rem; margin: 0; }
 #header p { margin: .2rem 0 0; color: var(--body-text-color-subdued); }
 #chat .msg { font-size: 1.05rem; line-height: 1.9; text-align: start; }
-#chat .searching { color: var(--body-text-color-subdued); animation: rag-pulse 1.4s ease-in-out infinite; }
+#chat .stage { color: var(--body-text-color-subdued); animation: rag-pulse 1.4s ease-in-out infinite; }
 @keyframes rag-pulse { 50% { opacity: .45; } }
 #chat a.cite { text-decoration: none; font-weight: 600; color: #1d4ed8; padding: 0 .1em; }
 #chat a.cite.unsupported { color: #b45309; }
@@ -128,17 +127,15 @@ class Chat:
             return
         turn = len(questions)
         shown = [*messages, user_message(question)]
-        yield [*shown, bot_message(searching_html())], questions, ""
+        yield [*shown, bot_message(stage_html(Stage("searching")))], questions, ""
         try:
             assistant = self.assistant_for(model, top_k, temperature)
-            raw = ""
             for piece in assistant.stream(question, questions):
                 if isinstance(piece, Answer):
                     reply = answer_html(piece, assistant, turn)
                     questions = [*questions, question]
                 else:
-                    raw += piece
-                    reply = streaming_html(raw)
+                    reply = stage_html(piece)
                 yield [*shown, bot_message(reply)], questions, ""
         except RagError as e:
             log.warning("could not answer %r: %s", question, e)
@@ -258,14 +255,9 @@ def bot_message(content: str) -> dict:
     return {"role": "assistant", "content": content}
 
 
-def searching_html() -> str:
-    """The placeholder shown while passages are retrieved."""
-    return f'<div class="msg searching" dir="rtl">{SEARCHING}</div>'
-
-
-def streaming_html(raw: str) -> str:
-    """The model's reply as it streams in."""
-    return f'<div class="msg streaming" dir="{direction(raw)}">{escape(raw)}</div>'
+def stage_html(stage: Stage) -> str:
+    """The step of answering under way (searching, reading, checking), shown in place of the answer to come."""
+    return f'<div class="msg stage" data-stage="{stage.name}" dir="rtl">{escape(stage.label)}</div>'
 
 
 def error_html(message: str = "") -> str:

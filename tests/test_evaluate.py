@@ -209,6 +209,24 @@ def test_squad_answers_a_seeded_sample(squad_file, fake_config, tmp_path):
     assert summary["answers"]["contains"] == mean(r["contains"] for r in asked) > 0
 
 
+def test_squad_with_a_split_answers_only_its_questions(squad_file, fake_config, tmp_path):
+    summary = evaluate.run_squad(squad_file, tmp_path, fake_config, embedder=HashEmbedder(),
+                                 generator=ScriptedGenerator("الدوحة [1]."), sample=5, ids={"s3", "other"})
+    records = [json.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_text("utf-8").splitlines()]
+    assert [r["id"] for r in records if "answer" in r] == ["s3"] and summary["split"] == 1
+    assert summary["questions"] == 3  # retrieval is still measured over every question
+    with pytest.raises(RagError, match="none of the 1 ids"):
+        evaluate.run_squad(squad_file, tmp_path, fake_config, embedder=HashEmbedder(), sample=5, ids={"x"})
+
+
+def test_the_split_files_are_disjoint_and_cover_tydi():
+    split = {name: set((PACKAGE_ROOT / "evals" / "splits" / f"{name}.ids").read_text().split())
+             for name in ("tydi-ar-train", "tydi-ar-heldout", "arcd-train")}
+    assert not split["tydi-ar-train"] & split["tydi-ar-heldout"]
+    assert len(split["tydi-ar-train"] | split["tydi-ar-heldout"]) == 921 and len(split["arcd-train"]) == 693
+    assert 0.18 < len(split["tydi-ar-heldout"]) / 921 < 0.22
+
+
 @pytest.mark.real
 def test_real_gold_subset(real_assistant, tmp_path):
     summary = evaluate.run_gold(real_assistant, PACKAGE_ROOT / "evals" / "gold-dev.jsonl", tmp_path, limit=5)

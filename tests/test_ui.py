@@ -11,11 +11,11 @@ import pytest
 from conftest import ScriptedGenerator, build_store
 
 from rag import cli, ui
-from rag.assistant import Answer, Assistant
+from rag.assistant import Answer, Assistant, Stage
 from rag.cite import Citation
 from rag.errors import RagError
 from rag.stores.faiss import FaissStore
-from rag.ui import SEARCHING, UNEXPECTED, Chat, answer_html, create_app, escape, in_context, model_choices
+from rag.ui import UNEXPECTED, Chat, answer_html, create_app, escape, in_context, model_choices
 
 QUESTION = "متى زار بوتين قطر لأول مرة كرئيس؟"
 MODEL = "qwen2.5-coder-1.5b"
@@ -37,10 +37,12 @@ def with_reply(assistant: Assistant, reply) -> Chat:
 
 def test_answer_streams_then_shows_linked_markers_and_cards(fake_assistant):
     steps = ask(Chat(fake_assistant), QUESTION)
-    first, *streaming, (messages, questions, box) = steps
+    first, *waiting, (messages, questions, box) = steps
     assert [m["role"] for m in first[0]] == ["user", "assistant"]
-    assert SEARCHING in html_of(first[0][1])
-    assert any('class="msg streaming"' in html_of(s[0][-1]) for s in streaming)
+    assert 'data-stage="searching"' in html_of(first[0][1]) and Stage("searching").label in html_of(first[0][1])
+    shown = [html_of(s[0][-1]) for s in waiting]
+    assert any('data-stage="reading"' in h for h in shown) and any('data-stage="checking"' in h for h in shown)
+    assert not any("فبراير" in h for h in shown)  # no draft of the reply before the answer
     assert questions == [QUESTION] and box == ""
     answer = html_of(messages[-1])
     assert 'class="msg answer" dir="rtl"' in answer
@@ -109,7 +111,6 @@ def test_corpus_model_and_user_text_are_escaped(fake_assistant, seeds):
     html = "".join(html_of(m) for messages, _, _ in steps for m in messages)
     assert "<script" not in html and "<img" not in html and "<b>" not in html
     assert "&lt;script&gt;alert(&#x27;t&#x27;)&lt;/script&gt;" in html  # the article title
-    assert "&lt;img src=x onerror=alert(1)&gt;" in html  # the raw reply while streaming
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_of(steps[-1][0][0])  # the question
 
 
