@@ -90,7 +90,8 @@ class Config:
     host: str = setting("127.0.0.1", "address the chat UI and the HTTP API listen on")
     port: int = setting(7860, "port the chat UI listens on")
     auth: str = setting("", "user:password puts the chat UI behind a login")
-    concurrency: int = setting(1, "answers the chat UI generates at once")
+    concurrency: int = setting(1, "answers the chat UI and the API make at once (the model server's parallel slots; "
+                                  "1 for the in-process model)")
     api_port: int = setting(8000, "port the HTTP API (`rag serve`) listens on")
     api_keys: str = setting("", "comma-separated bearer keys the HTTP API accepts (or RAG_API_KEYS)")
     api_auth: str = setting("key", "who may call the HTTP API: 'key' (a key of api_keys) or 'none' (anyone who "

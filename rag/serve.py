@@ -247,10 +247,17 @@ class AccessLog:
 
 def create_api(assistant: Assistant, config: Config | None = None) -> FastAPI:
     """The HTTP API over an assistant. The blocking endpoints are plain functions, which FastAPI runs in its thread
-    pool: the server goes on answering (/healthz too) while questions are answered."""
+    pool: the server goes on answering (/healthz too) while questions are answered. At most config.concurrency
+    answers are made at once, the others wait their turn: on a CPU, a question's retrieval run beside another's
+    generation only slows both (answers per minute fell from 11.8 to 6.5 with 16 clients)."""
     config = config or assistant.config
     app = FastAPI(title="arabic-rag", docs_url=None, redoc_url=None)
     guarded = [Depends(Gate(config))]
+    turns = threading.BoundedSemaphore(config.concurrency)
+
+    def answer(question: str, history: list[str]) -> Answer:
+        with turns:
+            return assistant.ask(checked(question), history)
 
     def checked(question: str) -> str:
         try:
@@ -269,7 +276,7 @@ def create_api(assistant: Assistant, config: Config | None = None) -> FastAPI:
 
     @app.post("/v1/ask", dependencies=guarded)
     def ask(body: AskRequest) -> dict:
-        return assistant.ask(checked(body.question), body.history).to_dict()
+        return answer(body.question, body.history).to_dict()
 
     @app.get("/v1/search", dependencies=guarded)
     def search(q: str, k: int | None = Query(None, ge=1, le=MAX_K)) -> list[dict]:
@@ -290,10 +297,10 @@ def create_api(assistant: Assistant, config: Config | None = None) -> FastAPI:
         if body.model != MODEL_ID:
             raise HTTPException(404, f"unknown model {body.model!r}: this server has {MODEL_ID!r}")
         question, history = conversation(body.messages)
-        answer = assistant.ask(checked(question), history)
+        answered = answer(question, history)
         if body.stream:
-            return StreamingResponse(completion_events(answer), media_type="text/event-stream")
-        return completion(answer)
+            return StreamingResponse(completion_events(answered), media_type="text/event-stream")
+        return completion(answered)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:

@@ -296,6 +296,29 @@ def test_concurrent_questions_each_get_their_own_answer(cities):
         assert str(year) in answer["answer"] and city in answer["citations"][0]["text"]
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_at_most_concurrency_answers_are_made_at_once_the_others_wait(cities, monkeypatch, concurrency):
+    inside, most, lock = [0], [0], threading.Lock()
+    ask = cities.ask
+
+    def counted(*args, **kwargs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.1)
+            return ask(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(cities, "ask", counted)
+    with api(cities, concurrency=concurrency) as url, ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda city: httpx.post(f"{url}/v1/ask", json={"question": f"متى زار الوفد مدينة "
+                                                        f"{city}؟"}, headers=AUTH, timeout=60), list(CITIES)[:6]))
+    assert all(r.status_code == 200 for r in replies) and most[0] == concurrency
+
+
 def test_the_api_bench_measures_every_level_and_checks_each_answer(cities, tmp_path):
     questions = [f"متى زار الوفد مدينة {city}؟" for city in CITIES]
     with api(cities, api_rate=0) as url:
