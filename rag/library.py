@@ -142,15 +142,25 @@ class Indexer:
         self._progress = (0, 0)
         self._report: BuildReport | None = None
         self._error = ""
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def request(self) -> int:
         """Ask for a build of the articles folder as it is now; returns the ticket to wait for."""
         with self._changed:
             self._asked += 1
-            if not self._running:
+            if not self._running and not self._stop.is_set():
                 self._running = True
-                threading.Thread(target=self._run, name="rag-index", daemon=True).start()
+                self._thread = threading.Thread(target=self._run, name="rag-index")
+                self._thread.start()
             return self._asked
+
+    def close(self) -> None:
+        """Stop a running build at its next batch (nothing is published; its temp files go) and wait for it: a thread
+        still embedding while the interpreter shuts down could crash the process."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def wait(self, ticket: int, timeout: float | None = None) -> bool:
         """Wait until a build that started after the ticket was issued has finished; False on timeout."""
@@ -165,7 +175,7 @@ class Indexer:
     def _run(self) -> None:
         while True:
             with self._changed:
-                if self._built >= self._asked:
+                if self._built >= self._asked or self._stop.is_set():
                     self._running = False
                     return
                 covers, self._progress = self._asked, (0, 0)
@@ -190,5 +200,7 @@ class Indexer:
         return report, ""
 
     def _told(self, done: int, total: int) -> None:
+        if self._stop.is_set():
+            raise RagError("the build was stopped: the program is closing")
         with self._changed:
             self._progress = (done, total)

@@ -419,7 +419,7 @@ def model_choices(current: str) -> list[tuple[str, str]]:
     return [(label(name), name) for name in dict.fromkeys([current, *MODELS])]
 
 
-def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:
+def create_app(assistant: Assistant, config: Config | None = None, indexer: Indexer | None = None) -> gr.Blocks:
     """The chat app over an assistant: config.concurrency answers at once, up to MAX_QUEUE questions waiting; beside
     the chat, the sources tab."""
     config = config or assistant.config
@@ -459,7 +459,7 @@ def create_app(assistant: Assistant, config: Config | None = None) -> gr.Blocks:
         answering.append(gr.on([box.submit, send.click], chat.respond, [box, *settings], outputs, **_queued(config)))
         clear.click(Chat.clear, None, outputs, queue=False, cancels=answering)
         chatbot.clear(Chat.clear, None, outputs, queue=False, cancels=answering)
-        wire_sources(Sources(assistant), sources_tab, **sources)
+        wire_sources(Sources(assistant, indexer), sources_tab, **sources)
     return app.queue(max_size=MAX_QUEUE)
 
 
@@ -529,7 +529,9 @@ def serve(config: Config) -> None:
     # llama.cpp while the interpreter shuts down crashes the process.
     warm = threading.Thread(target=assistant.warm_up, name="warm-up")
     warm.start()
+    indexer = Indexer(config, assistant.embedder, assistant.store)  # the sources tab's background builds
     try:
-        launch(create_app(assistant, config), config)
+        launch(create_app(assistant, config, indexer), config)
     finally:
         warm.join()
+        indexer.close()

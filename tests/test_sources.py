@@ -360,3 +360,20 @@ def test_a_failed_build_is_reported_and_the_files_wait_for_the_next(sources, ass
     assert (assistant.config.seeds_dir / "museum.html").exists()
     status, listing, _ = finish(sources.rebuild("date"))
     assert "اكتمل تحديث الفهرس: أُضيف 1" in status and "museum.html" in listing
+
+
+def test_closing_stops_a_running_build_and_waits_for_it(gated):
+    (gated.config.seeds_dir / "museum.html").write_text(MUSEUM, encoding="utf-8")
+    indexer = Indexer(gated.config, gated.embedder, gated.store)
+    indexer.request()
+    assert gated.embedder.waiting.wait(POLL)  # embedding the new article's first batch
+    closing = threading.Thread(target=indexer.close)
+    closing.start()
+    gated.embedder.release.set()  # the batch ends; the build stops before the next
+    closing.join(POLL)
+    assert not closing.is_alive() and not indexer.status().building
+    assert "stopped" in indexer.status().error
+    assert "museum.html" not in FaissStore(gated.config.index_dir).manifest()["articles"]  # nothing published
+    assert not [p for p in gated.config.index_dir.iterdir() if p.name.startswith(".tmp-")]
+    indexer.request()  # a closed indexer starts no new build
+    assert not indexer.status().building
