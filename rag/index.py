@@ -51,7 +51,9 @@ def _previous(store: Store, embedder_id: str, size: int, overlap: int, log) -> d
         return manifest
     except RagError as e:
         if "no index in" not in str(e):
-            log(f"not reusing the old index: {e}")
+            # Its advice ("run `rag index`") is what the user is doing: say what happens instead.
+            reason = str(e).split(": run `rag index`")[0]
+            log(f"not reusing the old index ({reason}): every article is embedded again into a fresh one")
         return None
 
 

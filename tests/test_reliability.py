@@ -746,6 +746,8 @@ def test_a_damaged_index_is_one_line_and_rag_index_builds_a_fresh_one(hash_cli, 
     assert cli.main([*args, "index"]) == 0
     out, err = capsys.readouterr()
     assert "added 3, changed 0, removed 0, unchanged 0" in out and "Traceback" not in err
+    assert f"not reusing the old index (the index in {index} is damaged ({problem})): every article is embedded " \
+           "again" in err and "run `rag index`" not in err  # no advice to do what the user is doing
     assert cli.main([*args, "search", "بوتين"]) == 0
 
 
