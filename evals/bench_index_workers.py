@@ -48,9 +48,8 @@ def corpus(folder: Path, n: int) -> Path:
 
 def build(dsn: str, schema: str, seeds: Path, embedder: str, workers: int, batch: int) -> tuple[float, list[int]]:
     """Seconds for `workers` processes of `rag index` to build seeds into schema, and the chunks each embedded."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update(RAG_EMBEDDER=embedder, RAG_STORE="pgvector", RAG_PG_DSN=dsn, RAG_PG_SCHEMA=schema, TQDM_DISABLE="1",
-               PYTHONPATH=str(PACKAGE_ROOT))
+    env = {**os.environ, "RAG_EMBEDDER": embedder, "RAG_STORE": "pgvector", "RAG_PG_DSN": dsn,  # other settings:
+           "RAG_PG_SCHEMA": schema, "TQDM_DISABLE": "1", "PYTHONPATH": str(PACKAGE_ROOT)}  # the caller's
     args = [sys.executable, "-c", RAG_MAIN, "--seeds-dir", str(seeds), "--index-batch", str(batch), "index"]
     started = time.perf_counter()
     processes = [subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
