@@ -54,18 +54,27 @@ def cmd_models(args, config: Config) -> None:
         print(LlamaGenerator.check_config(config, spec))  # a build that crashes on this CPU is named now, not later
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {safe(message)}", file=sys.stderr)
+
+
 def cmd_index(args, config: Config) -> None:
     from rag.embedders import make_embedder
-    from rag.index import build_index
+    from rag.index import build_index, share_index
     from rag.stores import make_store
 
     store = make_store(config)
-    report = build_index(config.seeds_dir, store, lambda: make_embedder(config), config.chunk_size,
-                         config.chunk_overlap, log=lambda msg: print(f"warning: {safe(msg)}", file=sys.stderr))
+    if config.index_batch:
+        report = share_index(config.seeds_dir, store, lambda: make_embedder(config), config.chunk_size,
+                             config.chunk_overlap, config.index_batch, log=_warn)
+    else:
+        report = build_index(config.seeds_dir, store, lambda: make_embedder(config), config.chunk_size,
+                             config.chunk_overlap, log=_warn)
     print(f"index {store.where}: {report.chunks} chunks ({report.dense}) from "
           f"{len(report.added) + len(report.changed) + len(report.unchanged)} articles in {report.seconds}s; "
           f"added {len(report.added)}, changed {len(report.changed)}, removed {len(report.removed)}, "
-          f"unchanged {len(report.unchanged)}; embedded {report.embedded} chunks")
+          f"unchanged {len(report.unchanged)}; embedded {report.embedded} chunks"
+          + (f"; shared build {report.shared}" if report.shared else ""))
 
 
 def cmd_search(args, config: Config) -> None:

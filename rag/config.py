@@ -52,6 +52,9 @@ class Config:
                                                 "pg_hnsw_m to 1000 (more: better recall, slower builds)")
     # EmbeddingGemma with int8 weights run by OpenVINO: 4x the fp32 model's speed on two cores, cosine 0.999 to its
     # vectors, the same recall (evals/results/embedders-latest.md).
+    index_batch: int = setting(0, "store = pgvector: 0 builds alone (one `rag index` at a time); N lets every "
+                                  "`rag index` run at once, on any machine, share the build, each claiming N articles "
+                                  "at a time")
     embedder: str = setting("embeddinggemma-300m-openvino-w8", "embedding model: a registered name "
                             "(embeddinggemma-300m-openvino-w8, -openvino-int8, -onnx-int8, or the fp32 "
                             "embeddinggemma-300m) or a local sentence-transformers folder")
@@ -206,6 +209,11 @@ def _validate(config: Config) -> Config:
                        f"not {config.chunk_overlap}")
     if config.reader not in ("extract", "free"):
         raise RagError(f"setting reader must be 'extract' or 'free', not {config.reader!r}")
+    if config.index_batch < 0:
+        raise RagError(f"setting index_batch must be 0 (build alone) or more, not {config.index_batch}")
+    if config.index_batch and config.store != "pgvector":
+        raise RagError(f"setting index_batch shares a build among `rag index` runs, which only store = pgvector can "
+                       f"do: set it to 0 for store = {config.store}")
     if config.embed_threads < 0:
         raise RagError(f"setting embed_threads must be 0 (one per core) or more, not {config.embed_threads}")
     if config.device not in ("auto", "cpu", "cuda"):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,9 +106,58 @@ class ScriptedGenerator:
         return {option: self.scores.get(option, -10.0) for option in options}
 
 
+class SlowHashEmbedder(HashEmbedder):
+    """The hash embedder taking `spec` seconds per text (`embedder = "slowhash:0.2"`): a build slow enough to share
+    between processes, or to kill part way. The same vectors and id as the hash embedder."""
+
+    def __init__(self, seconds: float = 0.0):
+        super().__init__()
+        self.seconds = seconds
+
+    @classmethod
+    def from_config(cls, config: Config, spec: str) -> SlowHashEmbedder:
+        return cls(float(spec or 0))
+
+    def embed_batch(self, texts: list[str], kind: str) -> np.ndarray:
+        time.sleep(self.seconds * len(texts))
+        return super().embed_batch(texts, kind)
+
+
 # The fakes are backends like the real ones: `embedder = "hash:"`, `generator = "scripted:<reply>"`.
 EMBEDDERS["hash"] = "conftest:HashEmbedder"
+EMBEDDERS["slowhash"] = "conftest:SlowHashEmbedder"
 GENERATORS["scripted"] = "conftest:ScriptedGenerator"
+
+PG_DSN = os.environ.get("RAG_TEST_PG_DSN", "")  # read before a test's `isolated` clears the RAG_* variables
+
+# `rag` in a subprocess with the fakes registered: [sys.executable, "-c", RAG_MAIN, *args].
+RAG_MAIN = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import conftest  # registers the fakes
+from rag.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@contextmanager
+def pg_schema(dsn: str) -> Iterator[str]:
+    """The name of a new schema in the database of dsn, dropped afterwards."""
+    import psycopg
+
+    name = f"rag_test_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A schema of its own for each test, in the database of RAG_TEST_PG_DSN, dropped afterwards."""
+    with pg_schema(PG_DSN) as name:
+        yield name
 
 
 def build_store(seeds: Path, folder: Path, embedder=None, size: int = 200, overlap: int = 20, log=None) -> FaissStore:

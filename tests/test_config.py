@@ -101,6 +101,8 @@ def test_invalid_toml_is_an_error(tmp_path):
         ({"min_similarity": 3}, "min_similarity must be between -1 and 1"),
         ({"auth": "nocolon"}, "auth must be written user:password"),
         ({"auth": ":secret"}, "auth must be written user:password"),
+        ({"index_batch": -1}, "index_batch must be 0 \\(build alone\\) or more"),
+        ({"index_batch": 4}, "index_batch shares a build .* only store = pgvector can do: set it to 0 for store = "),
     ],
 )
 def test_values_that_would_fail_later_are_refused_now(settings, message):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTICLES, HashEmbedder, read_during
+from conftest import ARTICLES, RAG_MAIN, HashEmbedder, read_during
 
 from rag import cli
 from rag.config import Config
@@ -28,7 +28,6 @@ from rag.stores.pgvector import PgVectorStore, shown_dsn
 DSN = os.environ.get("RAG_TEST_PG_DSN", "")
 pytestmark = [pytest.mark.pg, pytest.mark.skipif(not DSN, reason="RAG_TEST_PG_DSN is not set: `make pg` starts a "
                                                  "server and prints it; `make test` sets it")]
-TESTS = Path(__file__).resolve().parent
 NEW_ARTICLE = (
     "الغاز القطري في أوروبا\n"
     "وقعت قطر اتفاقا لتوريد الغاز الطبيعي المسال إلى ألمانيا لمدة خمسة عشر عاما.\n"
@@ -64,17 +63,6 @@ SIZE, OVERLAP = 200, 20
 
 def _password_free(text: str) -> None:
     assert "s3cret" not in text and "Traceback" not in text
-
-
-@pytest.fixture
-def schema():
-    """A schema of its own for each test, dropped afterwards."""
-    import psycopg
-
-    name = f"rag_test_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def _store(schema: str) -> PgVectorStore:
@@ -473,24 +461,12 @@ def test_rag_index_then_search_with_the_pgvector_store(hash_cli, seeds, schema, 
     assert "unchanged 3; embedded 0 chunks" in capsys.readouterr().out
 
 
-# `rag` in a subprocess, with the hash embedder registered as conftest registers it.
-RAG = """
-import sys
-sys.path.insert(0, {tests!r})
-import conftest  # registers the hash embedder
-from rag.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_the_rag_process_with_a_bad_dsn_exits_2_with_one_line(tmp_path, seeds):
-    script = tmp_path / "rag_main.py"
-    script.write_text(RAG.format(tests=str(TESTS)), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(RAG_EMBEDDER="hash:", RAG_STORE="pgvector", RAG_PG_DSN="postgresql://rag:s3cret@127.0.0.1:1/rag",
                TQDM_DISABLE="1")
     for command in (["--seeds-dir", str(seeds), "index"], ["search", "بوتين"]):
-        done = subprocess.run([sys.executable, str(script), *command], capture_output=True, text=True, env=env,
+        done = subprocess.run([sys.executable, "-c", RAG_MAIN, *command], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=60)
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr.startswith("error: cannot connect to PostgreSQL at postgresql://rag@127.0.0.1:1/rag")

@@ -8,6 +8,9 @@ Tables, in the schema of the `pg_schema` setting (the store drops only tables na
     chunks_v000007     a version's chunks: seq (their order, which breaks ties), text, offsets, vector, terms
     articles_v000007   a version's articles
     terms_v000007      a version's document frequency per term (BM25's idf needs no scan)
+    builds, build_queue, build_chunks
+                       while a build shared by several `rag index` runs is open (setting index_batch): its plan,
+                       the articles to embed (each worker claims some at a time) and the chunks embedded so far
 
 BM25 is computed as bm25s computes it (Lucene's idf, k1 1.5, b 0.75, no (k1 + 1) factor) over the terms of
 rag.normalize.terms, so both stores rank alike. A reader pins the version it first reads, like a loaded FAISS index,
@@ -20,8 +23,9 @@ import contextlib
 import re
 import struct
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +53,7 @@ MIN_EF_SEARCH = 40  # pgvector's default hnsw.ef_search; a search sets at least 
 MIN_PGVECTOR = (0, 5, 0)  # HNSW came with pgvector 0.5
 EXTENSION = "vector"
 LOCK_CLASS = 0x52414731  # advisory locks of this project: (LOCK_CLASS, hashtext(schema))
+QUEUE_LOCK_CLASS = LOCK_CLASS + 1  # held by the worker that opens, or publishes, a shared build
 CONNECT_TIMEOUT = 10  # seconds
 MAX_LEXEME_BYTES = 2047  # a tsvector lexeme is at most 2,047 bytes: longer "terms" (no word is) are not indexed
 MAX_POSITIONS = 256  # tsvector keeps at most 256 positions per lexeme: term counts are capped there
@@ -63,15 +68,13 @@ CREATE TABLE IF NOT EXISTS versions (
     version integer PRIMARY KEY, manifest jsonb NOT NULL, chunks integer NOT NULL, avg_length float8 NOT NULL);
 CREATE TABLE IF NOT EXISTS current (one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL);
 """
-CREATE_ARTICLES = """
-CREATE TABLE {articles} (id text PRIMARY KEY, title text NOT NULL, date text, text text NOT NULL,
-                         sha256 text NOT NULL, format text NOT NULL)
-"""
-CREATE_CHUNKS = """
-CREATE TABLE {chunks} (seq integer NOT NULL, id text NOT NULL, article_id text NOT NULL, title text NOT NULL,
-                       date text, start integer NOT NULL, "end" integer NOT NULL, text text NOT NULL,
-                       length integer NOT NULL, terms tsvector NOT NULL, embedding vector({dims}) NOT NULL)
-"""
+ARTICLE_TABLE = ("id text PRIMARY KEY, title text NOT NULL, date text, text text NOT NULL, sha256 text NOT NULL, "
+                 "format text NOT NULL")
+CHUNK_TABLE = ('seq integer NOT NULL, id text NOT NULL, article_id text NOT NULL, title text NOT NULL, date text, '
+               'start integer NOT NULL, "end" integer NOT NULL, text text NOT NULL, length integer NOT NULL, '
+               'terms tsvector NOT NULL, embedding {vector} NOT NULL')
+CREATE_ARTICLES = f"CREATE TABLE {{articles}} ({ARTICLE_TABLE})"
+CREATE_CHUNKS = f"CREATE TABLE {{chunks}} ({CHUNK_TABLE.format(vector='vector({dims})')})"
 ARTICLE_COLUMNS = "id, title, date, text, sha256, format"
 CHUNK_COLUMNS = 'seq, id, article_id, title, date, start, "end", text, length, terms, embedding'
 COPY_KEPT_ARTICLES = f"INSERT INTO {{articles}} SELECT {ARTICLE_COLUMNS} FROM {{old}} WHERE id = ANY(%s)"
@@ -108,6 +111,45 @@ SELECT id, article_id, title, date, start, "end", text, embedding FROM {chunks} 
 OWN_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = %s"
 DROP_TABLES = "DROP TABLE IF EXISTS {chunks}, {articles}, {terms}"
 FORGET_VERSION = "DELETE FROM versions WHERE version = %s"
+
+# A shared build: created by the worker that opens it, dropped in the transaction that publishes it, so the tables
+# exist exactly while a build is open. The queue holds the articles to embed in their order; a worker claims some
+# with FOR UPDATE SKIP LOCKED and holds them in its transaction until their chunks are staged and they are marked
+# done: if it dies, the server rolls that back and they are free again. Staged chunks keep their article's position.
+CREATE_BUILD = f"""
+CREATE TABLE builds (build uuid PRIMARY KEY, plan jsonb NOT NULL, base integer, keep text[] NOT NULL);
+CREATE TABLE build_queue (position integer NOT NULL, {ARTICLE_TABLE}, done boolean NOT NULL DEFAULT false);
+CREATE INDEX build_queue_todo ON build_queue (position) WHERE NOT done;
+CREATE TABLE build_chunks (position integer NOT NULL, {CHUNK_TABLE.format(vector='vector')});
+"""
+DROP_BUILD = "DROP TABLE IF EXISTS builds, build_queue, build_chunks"
+INSERT_BUILD = "INSERT INTO builds (build, plan, base, keep) VALUES (%s, %s, %s, %s)"
+BUILD_OPEN = "SELECT FROM pg_tables WHERE schemaname = %s AND tablename = 'builds'"
+READ_BUILD = "SELECT build, plan, base, keep FROM builds"
+THIS_BUILD = "AND EXISTS (SELECT FROM builds WHERE build = %(build)s)"
+CLAIM = f"""
+SELECT position, {ARTICLE_COLUMNS} FROM build_queue WHERE NOT done {THIS_BUILD}
+ORDER BY position LIMIT %(n)s FOR UPDATE SKIP LOCKED
+"""
+# Blocks while the first unfinished article is claimed by another worker; no row once every article is in.
+WAIT = f"SELECT position FROM build_queue WHERE NOT done {THIS_BUILD} ORDER BY position LIMIT 1 FOR UPDATE"
+MARK_DONE = "UPDATE build_queue SET done = true WHERE position = ANY(%s)"
+STAGED_ENTRIES = """
+SELECT q.id, q.sha256, q.title, q.date, q.format, count(c.seq) FROM build_queue q LEFT JOIN build_chunks c
+USING (position) GROUP BY q.id
+"""
+COPY_STAGED_ARTICLES = f"INSERT INTO {{articles}} SELECT {ARTICLE_COLUMNS} FROM build_queue"
+COPY_STAGED_CHUNKS = f"""
+INSERT INTO {{chunks}} ({CHUNK_COLUMNS})
+SELECT %s + row_number() OVER (ORDER BY position, seq) - 1, {CHUNK_COLUMNS.removeprefix('seq, ')} FROM build_chunks
+"""
+# A worker's session: the server ends it, and so its claim, about 90 s after the worker's machine stops answering
+# (TCP keepalives; not on Unix sockets, where a dead process is seen at once), and never ends it for being idle in a
+# transaction (a claim is, while its articles are embedded).
+WORKER_SESSION = """
+SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 6;
+SET idle_in_transaction_session_timeout = 0
+"""
 
 # Search: one statement. `weights` holds the question's terms that the index knows, each weighted by its idf times
 # how often the question asks for it (bm25s scores a repeated term again); `query` matches them in the GIN index.
@@ -237,18 +279,27 @@ def tsvector_bytes(terms: list[str]) -> bytes:
     return b"".join(out)
 
 
-def chunk_row(seq: int, chunk: Chunk, vector: np.ndarray) -> bytes:
-    """A chunk as a binary COPY row of a chunks table, with its terms as rag.stores.faiss.make_bm25 takes them."""
+def chunk_fields(seq: int, chunk: Chunk, vector: np.ndarray) -> list[bytes]:
+    """A chunk's fields in binary COPY form (CHUNK_COLUMNS), with its terms as rag.stores.faiss.make_bm25 takes them."""
     terms = text_terms(f"{chunk.title}\n{chunk.text}")
-    return _copy_row([_int(seq), _text(chunk.id), _text(chunk.article_id), _text(chunk.title), _text(chunk.date),
-                      _int(chunk.start), _int(chunk.end), _text(chunk.text), _int(max(1, len(terms))),
-                      tsvector_bytes(terms), _vector_bytes(vector)])  # bm25s counts an empty chunk as one term
+    return [_int(seq), _text(chunk.id), _text(chunk.article_id), _text(chunk.title), _text(chunk.date),
+            _int(chunk.start), _int(chunk.end), _text(chunk.text), _int(max(1, len(terms))),
+            tsvector_bytes(terms), _vector_bytes(vector)]  # bm25s counts an empty chunk as one term
 
 
-def article_row(article: Article) -> bytes:
-    """An article as a binary COPY row of an articles table."""
-    return _copy_row([_text(article.id), _text(article.title), _text(article.date), _text(article.text),
-                      _text(article.sha256), _text(article.format)])
+def article_fields(article: Article) -> list[bytes | None]:
+    """An article's fields in binary COPY form (ARTICLE_COLUMNS)."""
+    return [_text(article.id), _text(article.title), _text(article.date), _text(article.text),
+            _text(article.sha256), _text(article.format)]
+
+
+def _copy_rows(conn, table: str, columns: str, rows: Iterable[list[bytes | None]]) -> None:
+    """Send rows of fields to a table by binary COPY."""
+    with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(COPY_HEADER)
+        for fields in rows:
+            copy.write(_copy_row(fields))
+        copy.write(COPY_TRAILER)
 
 
 @dataclass
@@ -285,6 +336,7 @@ class PgVectorStore(Store):
         self._server_ef_search = MIN_EF_SEARCH
         self._pinned: Version | None = None
         self._writer = None  # the connection holding the build lock, while `building`
+        self._build: uuid.UUID | None = None  # the shared build this worker opened or joined
         self._lock = threading.Lock()  # one statement at a time on the shared connection
 
     @classmethod
@@ -428,22 +480,29 @@ class PgVectorStore(Store):
     # Writing.
 
     @contextlib.contextmanager
-    def building(self) -> Iterator[None]:
+    def building(self, shared: bool = False) -> Iterator[None]:
+        """Held while one `rag index` builds (see Store.building); with shared, while one worker of a build that
+        any number of them share (`open_or_join`, `work`, `finish`), which only a build alone excludes."""
         conn = self._connect()
         try:
-            self._lock_for_build(conn)
-            self._prepare(conn)
-            self._drop_leftovers(conn)
+            self._lock_for_build(conn, shared)
+            with self._queue_lock(conn):  # workers started at once would create the schema and tables twice
+                self._prepare(conn)
+            if shared:
+                conn.execute(WORKER_SESSION)
+            else:
+                self._drop_leftovers(conn, builds=True)
             self._writer, self._pinned = conn, None  # what is published now, read again under the lock
             yield
         finally:
             self._writer = None
             conn.close()  # ends the session, and with it the build lock
 
-    def _lock_for_build(self, conn) -> None:
+    def _lock_for_build(self, conn, shared: bool) -> None:
         psycopg = _psycopg()
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
         try:
-            locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, self.schema))
+            locked = conn.execute(f"SELECT {take}(%s, hashtext(%s))", (LOCK_CLASS, self.schema))
             if not locked.fetchone()[0]:
                 raise RagError(f"another `rag index` is writing {self.where}; wait for it to finish")
         except psycopg.Error as e:
@@ -493,66 +552,179 @@ class PgVectorStore(Store):
         names = (name for (name,) in conn.execute(OWN_TABLES, (self.schema,)))
         return {int(m.group(2)) for name in names if (m := _OWN_TABLE.match(name))}
 
-    def _drop_leftovers(self, conn) -> None:
-        """Drop the tables a killed build left: those of no recorded version (we hold the build lock)."""
+    def _drop_leftovers(self, conn, builds: bool) -> None:
+        """Drop the tables a killed build left: those of no recorded version (we hold the build lock, or publish a
+        shared build) and, with builds, a shared build whose workers are all gone (we hold the build lock alone)."""
         psycopg = _psycopg()
         try:
             kept = self._versions(conn)
             for number in self._own_versions(conn) - kept:
                 self._drop_version(conn, number)
+            if builds:
+                conn.execute(DROP_BUILD)
         except psycopg.Error as e:
             raise RagError(f"cannot write the index in {self.where} ({_reason(e)}); nothing was "
                            "changed") from None
 
     def publish(self, manifest: dict, keep: set[str], articles: list[Article], chunks: list[Chunk],
                 vectors: np.ndarray) -> dict:
+        base = self._pinned.number if self._pinned else None  # read by the builder's call to manifest()
+        return self._publish(self._writer, manifest, keep, base,
+                             lambda conn, tables, kept: self._copy_new(conn, tables, kept, articles, chunks, vectors))
+
+    def _publish(self, conn, manifest: dict, keep: set[str], base: int | None,
+                 fill: Callable[[object, dict[str, str], int], None], closing: str = "") -> dict:
+        """Write a new version (the kept articles' rows copied from version base, then fill(conn, tables, number of
+        kept chunks) adds the new ones) and make it current in one transaction, which also runs `closing`."""
         psycopg = _psycopg()
-        conn = self._writer
-        old = self._pinned  # read by the builder's call to manifest(), None if there was no usable index
-        dims = int(vectors.shape[1])
+        dims = manifest["embedder"]["dims"]
         kind = "hnsw-m{m}-efc{ef_construction}-ip".format(**self.hnsw) if dims <= HNSW_MAX_DIMS else "exact-ip"
         added = {"store": self.name, "dense": {"type": kind, "metric": "inner_product", "normalized": True},
                  "bm25": BM25_MANIFEST}
         number = 1 + max(self._versions(conn) | self._own_versions(conn), default=0)
         tables = _tables(number)
         try:
-            self._write_version(conn, tables, old, sorted(keep), articles, chunks, vectors, dims)
+            self._write_version(conn, tables, base, sorted(keep), fill, dims)
             count, avg_length = conn.execute(CHUNK_STATS.format(**tables)).fetchone()
             manifest = {**manifest, **added, "chunks": count}
             with conn.transaction():  # the one step that publishes the new version
                 conn.execute(INSERT_VERSION, (number, psycopg.types.json.Jsonb(manifest), count, avg_length))
                 conn.execute(SWITCH, (number,))
+                if closing:
+                    conn.execute(closing)
         except Exception as e:  # the server, the network, a full disk, a bad vector: not a traceback
             with contextlib.suppress(psycopg.Error):
                 if conn.execute("SELECT 1 FROM current WHERE version = %s", (number,)).fetchone() is None:
                     self._drop_version(conn, number)
             raise RagError(f"could not write the index in {self.where} ({_reason(e)}); "
                            "any previous index is unchanged") from None
-        self._drop_old(conn, keep={number, old.number} if old else {number})
+        self._drop_old(conn, keep={number, base} if base else {number})
         self._pinned = None
         return added
 
-    def _write_version(self, conn, tables: dict[str, str], old: Version | None, keep: list[str],
-                       articles: list[Article], chunks: list[Chunk], vectors: np.ndarray, dims: int) -> None:
-        """Create and fill a version's tables: kept rows copied inside the database, new ones sent by COPY; then its
+    def _write_version(self, conn, tables: dict[str, str], base: int | None, keep: list[str],
+                       fill: Callable[[object, dict[str, str], int], None], dims: int) -> None:
+        """Create and fill a version's tables: kept rows copied inside the database, new ones by fill; then its
         indexes and term statistics."""
         conn.execute(CREATE_ARTICLES.format(**tables))
         conn.execute(CREATE_CHUNKS.format(dims=dims, **tables))
         kept = 0
-        if old and keep:
-            conn.execute(COPY_KEPT_ARTICLES.format(old=old.tables["articles"], **tables), (keep,))
-            kept = conn.execute(COPY_KEPT_CHUNKS.format(old=old.tables["chunks"], **tables), (keep,)).rowcount
-        with conn.cursor().copy(f"COPY {tables['articles']} ({ARTICLE_COLUMNS}) FROM STDIN (FORMAT binary)") as copy:
-            copy.write(COPY_HEADER + b"".join(article_row(a) for a in articles) + COPY_TRAILER)
-        with conn.cursor().copy(f"COPY {tables['chunks']} ({CHUNK_COLUMNS}) FROM STDIN (FORMAT binary)") as copy:
-            copy.write(COPY_HEADER)
-            for seq, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True), start=kept):
-                copy.write(chunk_row(seq, chunk, vector))
-            copy.write(COPY_TRAILER)
+        if base and keep:
+            old = _tables(base)
+            conn.execute(COPY_KEPT_ARTICLES.format(old=old["articles"], **tables), (keep,))
+            kept = conn.execute(COPY_KEPT_CHUNKS.format(old=old["chunks"], **tables), (keep,)).rowcount
+        fill(conn, tables, kept)
         conn.execute(INDEX_CHUNKS.format(**tables))
         if dims <= HNSW_MAX_DIMS:
             conn.execute(INDEX_HNSW.format(**tables, **self.hnsw))
         conn.execute(CREATE_TERMS.format(**tables))
+
+    @staticmethod
+    def _copy_new(conn, tables: dict[str, str], kept: int, articles: list[Article], chunks: list[Chunk],
+                  vectors: np.ndarray) -> None:
+        """The new articles and chunks sent by COPY, numbered after the kept chunks."""
+        _copy_rows(conn, tables["articles"], ARTICLE_COLUMNS, (article_fields(a) for a in articles))
+        _copy_rows(conn, tables["chunks"], CHUNK_COLUMNS, (chunk_fields(seq, chunk, vector) for seq, (chunk, vector)
+                                                           in enumerate(zip(chunks, vectors, strict=True), start=kept)))
+
+    @staticmethod
+    def _copy_staged(conn, tables: dict[str, str], kept: int) -> None:
+        """A shared build's articles and staged chunks, numbered after the kept chunks in the order of its queue."""
+        conn.execute(COPY_STAGED_ARTICLES.format(**tables))
+        conn.execute(COPY_STAGED_CHUNKS.format(**tables), (kept,))
+
+    # A build shared by several `rag index` runs (setting index_batch), each in `building(shared=True)`.
+
+    @contextlib.contextmanager
+    def _queue_lock(self, conn) -> Iterator[None]:
+        """Held while a builder prepares the schema, or a worker opens or publishes the shared build: one at a
+        time."""
+        psycopg = _psycopg()
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (QUEUE_LOCK_CLASS, self.schema))
+        except psycopg.Error as e:
+            raise self._fail(e, "to take the queue lock") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):  # a broken connection has released it already
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (QUEUE_LOCK_CLASS, self.schema))
+
+    def _open_build(self, conn) -> tuple | None:
+        """(build, plan, base version, kept article ids) of the open shared build; None if none is open."""
+        if conn.execute(BUILD_OPEN, (self.schema,)).fetchone() is None:
+            return None
+        return conn.execute(READ_BUILD).fetchone()
+
+    def open_or_join(self, make: Callable[[], tuple[dict, set[str], list[Article]]]) -> dict:
+        """The plan of the open shared build, which this worker joins; if none is open, it opens one from make():
+        a plan kept for every worker, the ids of the published articles to keep and the articles to embed."""
+        psycopg = _psycopg()
+        conn = self._writer
+        try:
+            with self._queue_lock(conn):
+                row = self._open_build(conn)
+                if row is None:
+                    plan, keep, articles = make()
+                    base = self._pinned.number if keep else None  # the version make() read the kept articles in
+                    row = (uuid.uuid4(), plan)
+                    with conn.transaction():
+                        conn.execute(CREATE_BUILD)
+                        conn.execute(INSERT_BUILD, (row[0], psycopg.types.json.Jsonb(plan), base, sorted(keep)))
+                        _copy_rows(conn, "build_queue", f"position, {ARTICLE_COLUMNS}",
+                                   ([_int(position), *article_fields(a)] for position, a in enumerate(articles)))
+        except psycopg.Error as e:
+            raise self._fail(e, "to open the shared build") from None
+        self._build = row[0]
+        return row[1]
+
+    def work(self, batch: int, embed: Callable[[list[Article]], tuple[list[Chunk], np.ndarray]]) -> None:
+        """Embed the shared build's articles with the other workers until every one is in: claim up to `batch` that
+        no one holds, stage the chunks and vectors embed(them) returns and mark them done, all in the claim's
+        transaction (a worker that dies mid-way rolls it back: the server frees its articles). When the others hold
+        every unfinished article, wait for them, to take over those of a worker that dies."""
+        psycopg = _psycopg()
+        conn, build = self._writer, {"build": self._build}
+        try:
+            while True:
+                with conn.transaction():
+                    claimed = conn.execute(CLAIM, {**build, "n": batch}).fetchall()
+                    if claimed:
+                        chunks, vectors = embed([Article(*row[1:]) for row in claimed])
+                        self._stage(conn, {row[1]: row[0] for row in claimed}, chunks, vectors)
+                if not claimed and conn.execute(WAIT, build).fetchone() is None:
+                    return
+        except psycopg.errors.UndefinedTable:
+            return  # the build's tables are gone: another worker has published it
+        except psycopg.Error as e:
+            raise self._fail(e, "to embed its share of the build") from None
+
+    @staticmethod
+    def _stage(conn, positions: dict[str, int], chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Stage a claim's chunks (each with its article's position) and mark its articles done."""
+        _copy_rows(conn, "build_chunks", f"position, {CHUNK_COLUMNS}",
+                   ([_int(positions[chunk.article_id]), *chunk_fields(seq, chunk, vector)]
+                    for seq, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))))
+        conn.execute(MARK_DONE, (list(positions.values()),))
+
+    def finish(self, manifest_of: Callable[[dict[str, dict]], dict]) -> bool:
+        """Publish the shared build, once every article is in, unless another worker did; whether this one did.
+        manifest_of(entries) is the new version's manifest, given its embedded articles' manifest entries."""
+        psycopg = _psycopg()
+        conn = self._writer
+        try:
+            with self._queue_lock(conn):
+                row = self._open_build(conn)
+                if row is None or row[0] != self._build:
+                    return False
+                _, _, base, keep = row
+                entries = {id_: {"sha256": sha256, "title": title, "date": date, "format": format_, "chunks": chunks}
+                           for id_, sha256, title, date, format_, chunks in conn.execute(STAGED_ENTRIES)}
+                self._drop_leftovers(conn, builds=False)  # of a publisher killed mid-way
+                self._publish(conn, manifest_of(entries), set(keep), base, self._copy_staged, closing=DROP_BUILD)
+        except psycopg.Error as e:
+            raise self._fail(e, "to publish the shared build") from None
+        return True
 
     @staticmethod
     def _drop_version(conn, number: int) -> None:
