@@ -257,7 +257,7 @@ def bot_message(content: str) -> dict:
 
 def stage_html(stage: Stage) -> str:
     """The step of answering under way (searching, reading, checking), shown in place of the answer to come."""
-    return f'<div class="msg stage" data-stage="{stage.name}" dir="rtl">{escape(stage.label)}</div>'
+    return f'<div class="msg stage stage-{stage.name}" dir="rtl">{escape(stage.label)}</div>'
 
 
 def error_html(message: str = "") -> str:

@@ -132,7 +132,7 @@ def test_answer_cards_and_directions_with_the_fake_model(fake_assistant, page, m
     with served(assistant) as url:
         page.goto(url)
         reply = send(page, QUESTION)
-        reading = reply.locator('.stage[data-stage="reading"]')  # the model has begun: the step, not its draft
+        reading = reply.locator('.stage-reading')  # the model has begun: the step, not its draft
         reading.wait_for(timeout=FAKE_TIMEOUT)
         assert reading.inner_text().strip() == Stage("reading").label and "في" not in reply.inner_text()
         gated.release.set()
@@ -172,7 +172,7 @@ def test_a_busy_model_does_not_block_other_users(fake_assistant, browser, monkey
         with served(assistant) as url:
             first.goto(url)
             first_reply = send(first, QUESTION)
-            first_reply.locator('.stage[data-stage="reading"]').wait_for(timeout=FAKE_TIMEOUT)
+            first_reply.locator('.stage-reading').wait_for(timeout=FAKE_TIMEOUT)
             second.goto(url)  # the page loads and takes a question while the model is busy
             second.get_by_role("button", name="من نقل رسالة بوتين الشفهية إلى أمير قطر؟").click()
             third.goto(url)
@@ -180,7 +180,7 @@ def test_a_busy_model_does_not_block_other_users(fake_assistant, browser, monkey
             third.get_by_text("currently busy").wait_for(timeout=FAKE_TIMEOUT)
             assert third.locator("#question textarea").input_value() == QUESTION  # kept, to try again
             screenshot(third, "ui-busy.png")
-            assert first_reply.locator('.stage[data-stage="reading"]').count() == 1
+            assert first_reply.locator('.stage-reading').count() == 1
             gated.release.set()
             finished(first_reply, FAKE_TIMEOUT)
             second_reply = finished(second.locator("[data-testid=bot]").first, FAKE_TIMEOUT)
