@@ -1,8 +1,8 @@
 """llama.cpp on this CPU: prompt and writing tokens/s of the default GGUF model with the CPU weight repacking on and
-off, and with n_threads = cores and cores - 1, on a quiet machine and while another process keeps one core busy;
-whole answers to gold dev questions for each thread count. Each setting runs in a fresh process, one at a time,
-its runs interleaved with the others'. Needs `make index`. Writes
-evals/results/llama-cpu-latest.md.
+off, and with cores or cores - 1 threads (writing and reading the prompt, or cores - 1 writing and cores reading),
+on a quiet machine and while another process keeps one core busy; whole answers to gold dev questions for each.
+Each setting runs in a fresh process, one at a time, its runs interleaved with the others'. Needs `make index`.
+Writes evals/results/llama-cpu-latest.md.
 
     .venv/bin/python evals/bench_llama.py [--runs 3] [--generate 32]
 """
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from rag.config import PACKAGE_ROOT, load_config
+from rag.config import PACKAGE_ROOT, load_config, usable_cores
 from rag.models import resolve
 
 RESULTS = PACKAGE_ROOT / "evals" / "results"
@@ -27,7 +27,7 @@ PROMPT_FILE = PACKAGE_ROOT / "seeds"  # the prompt: the start of the seed articl
 PROMPT_TOKENS = 500
 
 
-def child(path: str, threads: int, repack: bool, generate: int) -> dict:
+def child(path: str, threads: int, threads_batch: int, repack: bool, generate: int) -> dict:
     """One measurement in this process: load, read the prompt in batches, write `generate` tokens greedily."""
     import llama_cpp
 
@@ -41,7 +41,7 @@ def child(path: str, threads: int, repack: bool, generate: int) -> dict:
 
         llama_cpp.llama_cpp.llama_model_default_params = no_extra_bufts
     config = load_config()
-    llm = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+    llm = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads_batch,
                           n_batch=config.n_batch, verbose=False)
     text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(PROMPT_FILE.glob("*.txt")))
     tokens = llm.tokenize(text.encode("utf-8"), add_bos=True)[:PROMPT_TOKENS]
@@ -55,12 +55,12 @@ def child(path: str, threads: int, repack: bool, generate: int) -> dict:
     return {"prompt_tps": len(tokens) / read, "write_tps": generate / wrote}
 
 
-def answers(threads: int, questions: int) -> dict:
+def answers(threads: int, threads_batch: int, questions: int) -> dict:
     """Whole answers in this process: the assistant over the built index, warmed up, asked the first answerable
     questions of the gold dev split; the median answer time."""
     from rag.assistant import Assistant
 
-    assistant = Assistant.load(load_config(n_threads=threads))
+    assistant = Assistant.load(load_config(n_threads=threads, n_threads_batch=threads_batch))
     assistant.warm_up()
     rows = [json.loads(line) for line in (PACKAGE_ROOT / "evals" / "gold-dev.jsonl").read_text().splitlines()]
     asked = [r["question"] for r in rows if r["answerable"]][:questions]
@@ -102,20 +102,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config()
     path = resolve(config.generator, config.models_dir, "generator")
-    cores = os.cpu_count() or 2
-    settings = [  # (label, threads, repack, busy)
-        (f"repack on, {cores} threads, quiet (baseline)", cores, True, False),
-        (f"repack off, {cores} threads, quiet", cores, False, False),
-        (f"repack on, {cores - 1} threads, quiet", cores - 1, True, False),
-        (f"repack on, {cores} threads, one core busy", cores, True, True),
-        (f"repack on, {cores - 1} threads, one core busy", cores - 1, True, True),
+    cores = usable_cores()
+    settings = [  # (label, threads writing, threads reading the prompt, repack, busy)
+        (f"{cores} threads, quiet (baseline)", cores, cores, True, False),
+        (f"repack off, {cores} threads, quiet", cores, cores, False, False),
+        (f"{cores - 1} threads, quiet", cores - 1, cores - 1, True, False),
+        (f"{cores - 1} writing, {cores} reading (default), quiet", cores - 1, cores, True, False),
+        (f"{cores} threads, one core busy", cores, cores, True, True),
+        (f"{cores - 1} threads, one core busy", cores - 1, cores - 1, True, True),
+        (f"{cores - 1} writing, {cores} reading (default), one core busy", cores - 1, cores, True, True),
     ]
     runs: dict[str, list[dict]] = {label: [] for label, *_ in settings}
     for n in range(args.runs):
-        for label, threads, repack, busy in settings:
-            speeds = run_one("tokens", path, threads, int(repack), args.generate, busy=busy)
+        for label, threads, threads_batch, repack, busy in settings:
+            speeds = run_one("tokens", path, threads, threads_batch, int(repack), args.generate, busy=busy)
             if repack:  # the answers use the build as it is: repacking on
-                speeds |= run_one("answers", threads, args.questions, busy=busy)
+                speeds |= run_one("answers", threads, threads_batch, args.questions, busy=busy)
             runs[label].append(speeds)
             print(f"run {n + 1}: {label}: {runs[label][-1]}", flush=True)
     base = runs[settings[0][0]]
@@ -149,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:3] == ["--child", "tokens"]:
-        model, threads, repack, generate = sys.argv[3:]
-        print(json.dumps(child(model, int(threads), bool(int(repack)), int(generate))))
+        model, threads, threads_batch, repack, generate = sys.argv[3:]
+        print(json.dumps(child(model, int(threads), int(threads_batch), bool(int(repack)), int(generate))))
     elif sys.argv[1:3] == ["--child", "answers"]:
         print(json.dumps(answers(*map(int, sys.argv[3:]))))
     else:

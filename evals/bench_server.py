@@ -100,8 +100,8 @@ def llama_cpp_server(model: Path, config: Config, work: Path) -> Iterator[str]:
     """`python -m llama_cpp.server` with the model on a free loopback port; its /v1 URL."""
     port = free_port()
     args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_ctx", str(config.n_ctx),
-            "--n_threads", str(config.n_threads), "--interrupt_requests", "False", "--host", "127.0.0.1",
-            "--port", str(port)]
+            "--n_threads", str(config.n_threads), "--n_threads_batch", str(config.n_threads_batch),
+            "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)]
     with running(args, f"http://127.0.0.1:{port}/v1/models", work / "llama-server.log", timeout=300):
         yield f"http://127.0.0.1:{port}/v1"
 

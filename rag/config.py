@@ -80,11 +80,14 @@ class Config:
     # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
     min_similarity: float = setting(0.45, "refuse below this cosine when the passages miss the question's terms")
     n_ctx: int = setting(2048, "context window of the local model, in tokens")
-    # One core left free: llama.cpp's threads wait for each other, so with every core in use and one of them taken
-    # by another program, writing fell to 0.2x; with cores - 1 it stays at 0.7x of a quiet machine's
-    # (evals/results/llama-cpu-latest.md). On a machine that runs nothing else, set it to the number of cores.
-    n_threads: int = setting(factory=lambda: max(1, usable_cores() - 1), help="CPU threads of the local model "
-                             "(default: the cores this process may use, less one)")
+    # Writing leaves one core free: its threads meet after every small step, so with a thread on every core and one
+    # core taken by another program, writing fell to 0.33x; with cores - 1 it stays at 0.60x of a quiet machine's
+    # all-core speed. Reading the prompt is long steps that every core speeds up, busy or not: answers take 1.26x
+    # (quiet) and 2.20x (busy) instead of 1.00x and 2.56x (evals/results/llama-cpu-latest.md).
+    n_threads: int = setting(factory=lambda: max(1, usable_cores() - 1), help="CPU threads of the local model while "
+                             "it writes (default: the cores this process may use, less one)")
+    n_threads_batch: int = setting(factory=usable_cores, help="CPU threads of the local model while it reads the "
+                                   "prompt (default: the cores this process may use)")
     n_batch: int = setting(512, "prompt tokens the local model reads per batch")
     n_gpu_layers: int = setting(0, "model layers offloaded to the GPU (-1: all)")
     temperature: float = setting(0.0, "sampling temperature (0: greedy, the same answer every time)")
@@ -201,8 +204,8 @@ def check_port(host: str, port: int, setting: str) -> None:
 
 def _validate(config: Config) -> Config:
     """Refuse values that would only fail later, deep inside indexing or generation."""
-    for name in ("chunk_size", "top_k", "evidence_sentences", "n_ctx", "n_threads", "n_batch", "max_tokens",
-                 "max_question_chars", "concurrency"):
+    for name in ("chunk_size", "top_k", "evidence_sentences", "n_ctx", "n_threads", "n_threads_batch", "n_batch",
+                 "max_tokens", "max_question_chars", "concurrency"):
         count(f"setting {name}", getattr(config, name))
     if not 0 <= config.chunk_overlap < config.chunk_size:
         raise RagError(f"setting chunk_overlap must be between 0 and chunk_size - 1 ({config.chunk_size - 1}), "

@@ -303,7 +303,7 @@ def run_info(assistant: Assistant, answered: bool) -> dict:
         "settings": {"top_k": c.top_k, "chunk_size": c.chunk_size, "chunk_overlap": c.chunk_overlap,
                      "evidence": c.evidence, "evidence_sentences": c.evidence_sentences, "n_ctx": c.n_ctx,
                      "max_tokens": c.max_tokens, "temperature": c.temperature, "n_threads": c.n_threads,
-                     "n_gpu_layers": c.n_gpu_layers},
+                     "n_threads_batch": c.n_threads_batch, "n_gpu_layers": c.n_gpu_layers},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average": [round(x, 2) for x in os.getloadavg()]},
     }

@@ -5,17 +5,19 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from rag.config import PACKAGE_ROOT
 from rag.errors import RagError
-from rag.generators.llama_check import check, crash_message
+from rag.generators.llama_check import LlamaSettings, check, crash_message
 
 SEGFAULT = [sys.executable, "-c", "import os, signal; print('CPU : AVX2 = 1 | AMX_INT8 = 1 |', flush=True); "
                                   "os.kill(os.getpid(), signal.SIGSEGV)"]
 FAILS = [sys.executable, "-c", "raise SystemExit(1)"]
 PASSES = [sys.executable, "-c", "print('decoded 40 tokens')"]
+SETTINGS = LlamaSettings(n_ctx=2048, n_threads=1, n_threads_batch=2, n_batch=512, n_gpu_layers=0)
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def model(tmp_path):
 
 def test_a_crash_in_the_child_is_one_line_naming_amx_and_the_remedy(model, tmp_path):
     with pytest.raises(RagError) as caught:
-        check(model, 2048, 2, 512, 0, tmp_path / "checks", command=SEGFAULT)
+        check(model, SETTINGS, tmp_path / "checks", command=SEGFAULT)
     message = str(caught.value)
     assert "\n" not in message
     assert "crashed (SIGSEGV)" in message and "AMX" in message and "`make setup`" in message
@@ -40,15 +42,15 @@ def test_a_crash_of_a_build_without_amx_still_names_the_remedy():
 
 
 def test_a_pass_is_remembered_and_not_run_again(model, tmp_path):
-    check(model, 2048, 2, 512, 0, tmp_path / "checks", command=PASSES)
+    check(model, SETTINGS, tmp_path / "checks", command=PASSES)
     assert len(list((tmp_path / "checks").glob("llama-*.ok"))) == 1
-    check(model, 2048, 2, 512, 0, tmp_path / "checks", command=SEGFAULT)  # remembered: the child is not run
+    check(model, SETTINGS, tmp_path / "checks", command=SEGFAULT)  # remembered: the child is not run
     with pytest.raises(RagError, match="crashed"):  # other settings are another check
-        check(model, 2048, 2, 256, 0, tmp_path / "checks", command=SEGFAULT)
+        check(model, replace(SETTINGS, n_batch=256), tmp_path / "checks", command=SEGFAULT)
 
 
 def test_a_failure_that_is_not_a_crash_is_left_to_the_real_load(model, tmp_path):
-    check(model, 2048, 2, 512, 0, tmp_path / "checks", command=FAILS)
+    check(model, SETTINGS, tmp_path / "checks", command=FAILS)
     assert not (tmp_path / "checks").exists()
 
 

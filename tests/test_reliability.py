@@ -32,6 +32,7 @@ from rag.config import PACKAGE_ROOT, Config
 from rag.errors import RagError
 from rag.evidence import Evidence, format_evidence
 from rag.generators.llama import LlamaGenerator
+from rag.generators.llama_check import LlamaSettings
 from rag.models import ModelSpec, pull, resolve
 from rag.prompts import load_prompt
 from rag.stores.faiss import FaissStore
@@ -493,7 +494,7 @@ def test_a_bad_generator_file_is_a_clear_error_naming_rag_models_pull(tmp_path, 
     path = tmp_path / "model.gguf"
     make(path)
     with pytest.raises(RagError, match=message) as caught:
-        LlamaGenerator(path, n_ctx=256, n_threads=1)
+        LlamaGenerator(path, LlamaSettings(n_ctx=256, n_threads=1, n_threads_batch=1))
     assert "`rag models pull`" in str(caught.value)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from rag.config import CACHE_DIR, Config
 from rag.errors import RagError
 from rag.generators.base import Piece
-from rag.generators.llama_check import check
+from rag.generators.llama_check import LlamaSettings, check
 from rag.spans import TokenTrie, token_trie
 
 GGUF_MAGIC = b"GGUF"
@@ -58,14 +58,7 @@ class LlamaGenerator:
 
     features = frozenset({"extract", "choose"})
 
-    def __init__(
-        self,
-        path: Path,
-        n_ctx: int = 2048,
-        n_threads: int = 2,
-        n_batch: int = 512,
-        n_gpu_layers: int = 0,
-    ):
+    def __init__(self, path: Path, settings: LlamaSettings | None = None):
         try:
             from llama_cpp import Llama
         except ImportError as e:
@@ -81,21 +74,14 @@ class LlamaGenerator:
             raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
         # In a child first (once per build, model and settings): a build that crashes here must not take this
         # process down with it.
-        check(path, n_ctx, n_threads, n_batch, n_gpu_layers, CACHE_DIR / "checks")
+        settings = settings or LlamaSettings()
+        check(path, settings, CACHE_DIR / "checks")
         try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_batch=n_batch,
-                n_gpu_layers=n_gpu_layers,
-                verbose=False,
-            )
+            self.llm = Llama(model_path=str(path), **settings.kwargs(), verbose=False)
         except (ValueError, RuntimeError) as e:
             raise RagError(f"llama.cpp could not load {path} ({e}); run `rag models pull` to restore it") from e
         self.id = path.name
-        self.n_ctx = n_ctx
+        self.n_ctx = settings.n_ctx
         self._lock = threading.Lock()  # one llama context: one generation at a time
 
     @classmethod
@@ -104,7 +90,7 @@ class LlamaGenerator:
         from rag.models import resolve
 
         path = resolve(spec, config.models_dir, "generator")
-        return cls(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers)
+        return cls(path, LlamaSettings.from_config(config))
 
     @staticmethod
     def check_config(config: Config, spec: str) -> str:
@@ -112,9 +98,9 @@ class LlamaGenerator:
         from rag.models import resolve
 
         path = resolve(spec, config.models_dir, "generator")
-        check(path, config.n_ctx, config.n_threads, config.n_batch, config.n_gpu_layers, CACHE_DIR / "checks")
-        return f"llama.cpp decoded a test batch with {path.name} (n_batch {config.n_batch}, n_threads " \
-               f"{config.n_threads}, n_gpu_layers {config.n_gpu_layers}): this build runs on this machine"
+        settings = LlamaSettings.from_config(config)
+        check(path, settings, CACHE_DIR / "checks")
+        return f"llama.cpp decoded a test batch with {path.name} ({settings}): this build runs on this machine"
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model uses for a text."""

@@ -5,7 +5,7 @@ CPU) kills the process with a signal in the middle of an answer. Run first in a 
 that names the cause and the remedy. A build, model and settings that passed are remembered, so the check costs a
 few seconds once, not on every start.
 
-Run as `python -m rag.generators.llama_check MODEL N_CTX N_THREADS N_BATCH N_GPU_LAYERS` (the child's side).
+Run as `python -m rag.generators.llama_check MODEL SETTINGS_JSON` (the child's side).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rag.config import Config
 from rag.errors import RagError
 
 # Longer than one token, so that the matrix kernels of a batch run (a one-token prompt passes on a broken build).
@@ -27,20 +29,39 @@ TIMEOUT = 600  # seconds: loading a model from a cold disk on a busy machine can
 AMX = "AMX_INT8 = 1"  # what llama.cpp's system info says when its AMX kernels are compiled in
 
 
-def probe(path: str, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int) -> int:
+@dataclass(frozen=True)
+class LlamaSettings:
+    """How llama.cpp runs a model: its context, its threads (writing, reading the prompt), batch and GPU layers."""
+
+    n_ctx: int = 2048
+    n_threads: int = 1
+    n_threads_batch: int = 2
+    n_batch: int = 512
+    n_gpu_layers: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> LlamaSettings:
+        """The settings of the config."""
+        return cls(config.n_ctx, config.n_threads, config.n_threads_batch, config.n_batch, config.n_gpu_layers)
+
+    def kwargs(self) -> dict:
+        """The keyword arguments of llama_cpp.Llama."""
+        return asdict(self)
+
+
+def probe(path: str, settings: LlamaSettings) -> int:
     """The child: load the model with these settings, print the build's features, decode the probe batch."""
     import llama_cpp
 
     print(llama_cpp.llama_print_system_info().decode("utf-8", "replace"), flush=True)
-    llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                          n_batch=n_batch, n_gpu_layers=n_gpu_layers, verbose=False)
+    llm = llama_cpp.Llama(model_path=path, **settings.kwargs(), verbose=False)
     tokens = llm.tokenize(PROBE.encode("utf-8"), add_bos=False)
     llm.eval(tokens)
     print(f"decoded {len(tokens)} tokens", flush=True)
     return 0
 
 
-def _fingerprint(path: Path, settings: tuple[int, ...]) -> str:
+def _fingerprint(path: Path, settings: LlamaSettings) -> str:
     """What the outcome depends on: the llama.cpp libraries, the model file, the settings and the CPU."""
     spec = importlib.util.find_spec("llama_cpp")  # where the package is, without loading its library here
     if spec is None or not spec.submodule_search_locations:
@@ -69,15 +90,13 @@ def crash_message(returncode: int, system_info: str, model: str) -> str:
             "with `make setup` (README: The llama.cpp build)")
 
 
-def check(path: Path, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int, passed_dir: Path | None,
-          command: list[str] | None = None) -> None:
+def check(path: Path, settings: LlamaSettings, passed_dir: Path | None, command: list[str] | None = None) -> None:
     """Raise a one-line RagError when decoding a batch with this model and these settings kills the process; a
     check that passed is recorded in passed_dir. Failures other than a crash are left to the real load to report."""
-    settings = (n_ctx, n_threads, n_batch, n_gpu_layers)
     record = passed_dir / f"llama-{_fingerprint(path, settings)}.ok" if passed_dir else None
     if record is not None and record.exists():
         return
-    command = command or [sys.executable, "-m", __name__, str(path), *map(str, settings)]
+    command = command or [sys.executable, "-m", __name__, str(path), json.dumps(settings.kwargs())]
     try:
         child = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=TIMEOUT)
     except subprocess.TimeoutExpired as e:
@@ -88,9 +107,9 @@ def check(path: Path, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: in
     if child.returncode == 0 and record is not None:
         with contextlib.suppress(OSError):  # an unwritable cache only means checking again next time
             record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps({"model": str(path), "settings": settings, "stdout": child.stdout}))
+            record.write_text(json.dumps({"model": str(path), "settings": settings.kwargs(), "stdout": child.stdout}))
 
 
 if __name__ == "__main__":
-    model, *numbers = sys.argv[1:]
-    sys.exit(probe(model, *map(int, numbers)))
+    model, given = sys.argv[1:]
+    sys.exit(probe(model, LlamaSettings(**json.loads(given))))
