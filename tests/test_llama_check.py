@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from rag.config import PACKAGE_ROOT
+from rag.config import PACKAGE_ROOT, Config
 from rag.errors import RagError
 from rag.generators.llama_check import LlamaSettings, check, crash_message
 
@@ -49,9 +49,12 @@ def test_a_pass_is_remembered_and_not_run_again(model, tmp_path):
         check(model, replace(SETTINGS, n_batch=256), tmp_path / "checks", command=SEGFAULT)
 
 
-def test_a_failure_that_is_not_a_crash_is_left_to_the_real_load(model, tmp_path):
-    check(model, SETTINGS, tmp_path / "checks", command=FAILS)
+def test_a_failure_that_is_not_a_crash_is_returned_for_the_caller_to_report(model, tmp_path):
+    assert check(model, SETTINGS, tmp_path / "checks", command=FAILS) == "exit code 1"
+    assert check(model, SETTINGS, tmp_path / "checks", command=[sys.executable, "-c", "import sys; "
+                 "sys.exit('failed to load model')"]) == "failed to load model"
     assert not (tmp_path / "checks").exists()
+    assert check(model, SETTINGS, tmp_path / "checks", command=PASSES) is None
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -63,3 +66,11 @@ def test_the_makefiles_llama_flags_leave_out_amx_on_an_amx_cpu_and_keep_avx512()
                             check=True).stdout
     assert "__AVX512F__" in macros and "__AVX512VNNI__" in macros
     assert "__AMX_INT8__" not in macros and "__AMX_TILE__" not in macros  # ggml's AMX kernels need __AMX_INT8__
+
+
+def test_rag_models_pull_reports_a_check_that_failed_without_a_crash(model, monkeypatch):
+    from rag.generators import llama
+
+    monkeypatch.setattr(llama, "check", lambda *_args: "failed to load model")
+    with pytest.raises(RagError, match=r"could not decode a test batch with model.gguf \(failed to load model\)"):
+        llama.LlamaGenerator.check_config(Config(), str(model))

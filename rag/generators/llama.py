@@ -73,7 +73,7 @@ class LlamaGenerator:
         if magic != GGUF_MAGIC:
             raise RagError(f"{path} is not a GGUF model file: run `rag models pull` or fix the generator path")
         # In a child first (once per build, model and settings): a build that crashes here must not take this
-        # process down with it.
+        # process down with it. Any other failure shows again in the load below, which reports it.
         settings = settings or LlamaSettings()
         check(path, settings, CACHE_DIR / "checks")
         try:
@@ -99,7 +99,10 @@ class LlamaGenerator:
 
         path = resolve(spec, config.models_dir, "generator")
         settings = LlamaSettings.from_config(config)
-        check(path, settings, CACHE_DIR / "checks")
+        failure = check(path, settings, CACHE_DIR / "checks")
+        if failure:
+            raise RagError(f"llama.cpp could not decode a test batch with {path.name} ({failure[-300:]}): run "
+                           "`rag models pull` to restore the model, or check the n_* settings")
         return f"llama.cpp decoded a test batch with {path.name} ({settings}): this build runs on this machine"
 
     def count_tokens(self, text: str) -> int:

@@ -90,12 +90,14 @@ def crash_message(returncode: int, system_info: str, model: str) -> str:
             "with `make setup` (README: The llama.cpp build)")
 
 
-def check(path: Path, settings: LlamaSettings, passed_dir: Path | None, command: list[str] | None = None) -> None:
+def check(path: Path, settings: LlamaSettings, passed_dir: Path | None,
+          command: list[str] | None = None) -> str | None:
     """Raise a one-line RagError when decoding a batch with this model and these settings kills the process; a
-    check that passed is recorded in passed_dir. Failures other than a crash are left to the real load to report."""
+    check that passed is recorded in passed_dir. A failure other than a crash is returned (the child's last line of
+    errors), for the caller to report: None when the batch was decoded."""
     record = passed_dir / f"llama-{_fingerprint(path, settings)}.ok" if passed_dir else None
     if record is not None and record.exists():
-        return
+        return None
     command = command or [sys.executable, "-m", __name__, str(path), json.dumps(settings.kwargs())]
     try:
         child = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=TIMEOUT)
@@ -104,10 +106,14 @@ def check(path: Path, settings: LlamaSettings, passed_dir: Path | None, command:
                        "overloaded or the model too large for it") from e
     if child.returncode < 0:
         raise RagError(crash_message(child.returncode, child.stdout, path.name))
-    if child.returncode == 0 and record is not None:
+    if child.returncode != 0:
+        return next((line.strip() for line in reversed(child.stderr.splitlines()) if line.strip()),
+                    f"exit code {child.returncode}")
+    if record is not None:
         with contextlib.suppress(OSError):  # an unwritable cache only means checking again next time
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"model": str(path), "settings": settings.kwargs(), "stdout": child.stdout}))
+    return None
 
 
 if __name__ == "__main__":
