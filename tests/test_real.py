@@ -157,7 +157,7 @@ def test_the_llama_cpp_build_decodes_batches_with_the_projects_settings(real_ass
     config = real_assistant.config
     path = resolve(config.generator, config.models_dir, "generator")
     # The smoke test for real, in a child, nothing remembered: a crash there fails this test with its one line.
-    check(path, LlamaSettings.from_config(config), passed_dir=None)
+    assert check(path, LlamaSettings.from_config(config), passed_dir=None) is None
     assert "AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode()  # the build `make setup` makes
     # In this process, a prompt longer than one batch (n_batch tokens) with the configured threads.
     generator = real_assistant.generator
