@@ -57,7 +57,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 		CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" CMAKE_ARGS="$(LLAMA_CMAKE) $(LLAMA_EXTRA)" \
 		$(BIN)/pip wheel -q --no-cache-dir --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_WHEELS)
 	$(BIN)/pip install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
-	$(BIN)/pip install -q -e '.[llm,ui,server,test,pg,fast]'
+	$(BIN)/pip install -q -e '.[llm,ui,server,test,pg,fast,train]'
 	touch $@
 
 setup: $(BIN)/.installed

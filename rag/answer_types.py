@@ -10,6 +10,7 @@ from importlib import resources
 from rag.normalize import normalize, tokens
 
 DATE, NUMBER, PERSON, PLACE, YESNO, LIST, OTHER = "date", "number", "person", "place", "yesno", "list", "other"
+KINDS = (DATE, NUMBER, PERSON, PLACE, YESNO, LIST, OTHER)
 
 # Folding one character into one character (or none), so that offsets found in the folded text map back.
 _FOLD = str.maketrans({

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from rag import reader, writer
 from rag.answer_types import DATE, LIST, YESNO, answer_type
 from rag.cite import Citation, is_instruction
 from rag.config import Config, load_config
@@ -19,6 +19,7 @@ from rag.ingest import Article
 from rag.normalize import is_arabic, normalize, terms
 from rag.prompts import load_prompt, load_strings
 from rag.questions import check_question, rewrite_followup
+from rag.reading import Reader, Reading, make_reader
 from rag.retrieve import Mode, Passage, search
 from rag.stores import Store, make_store
 from rag.stores.base import check_compatible
@@ -54,8 +55,9 @@ class Answer:
     span: str = ""  # what was copied from the evidence (the items of a list, joined), or نعم/لا
     quote: str = ""  # the sentence it was copied from (the first, for a list)
     kind: str = ""  # the kind of answer the question asks for (rag.answer_types)
-    confidence: float | None = None  # the reader's mean log-probability per token of the span
+    confidence: float | None = None  # the selector's probability that the answer is right
     evidence: list[Evidence] = field(default_factory=list, repr=False)  # what the reader was given
+    reading: Reading | None = field(default=None, repr=False)  # what the reader found, every candidate with it
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -73,7 +75,7 @@ class Answer:
         }
 
 
-def shown(reading: reader.Reading, numbers: list[int]) -> str:
+def shown(reading: Reading, numbers: list[int]) -> str:
     """The short answer shown for a reading: its span(s) with [n] markers, a date after 'في', a yes/no decision."""
     strings = load_strings("reader")
     if reading.kind == YESNO and reading.decision:
@@ -95,6 +97,7 @@ class Assistant:
         self.embedder = embedder
         self.store = store
         self._generator = generator
+        self._reader: Reader | None = None
 
     @classmethod
     def load(cls, config: Config | None = None, generator: Generator | None = None) -> Assistant:
@@ -114,6 +117,13 @@ class Assistant:
         return self._generator
 
     @property
+    def reader(self) -> Reader:
+        """The reader named by the config, on the generator."""
+        if self._reader is None:
+            self._reader = make_reader(self.config, self.generator)
+        return self._reader
+
+    @property
     def loaded(self) -> bool:
         """Whether the generator is loaded (the HTTP API is ready once it is)."""
         return self._generator is not None
@@ -121,7 +131,7 @@ class Assistant:
     def warm_up(self) -> None:
         """Load the generator and have it read the fixed prompt prefix (system prompt and worked example) into
         llama.cpp's cache, so that the first question reads no more of its prompt than later ones do."""
-        for _ in self.generator.generate(self._prompt("", [], "")[0], 1, ["\n"], 0.0):
+        for _ in self.generator.generate(self.reader.messages("", [], ""), 1, ["\n"], 0.0):
             pass
 
     def article(self, source: str) -> Article:
@@ -159,26 +169,16 @@ class Assistant:
             timings["total"] = time.perf_counter() - started
             yield self._refusal(question, passages, timings, "", kind)
             return
-        chat, evidence = self._prompt(full_question, evidence, kind)
-        if self.config.reader == "free":
-            steps = writer.write(full_question, chat, evidence, self.generator, self.config.max_tokens,
-                                 self.config.temperature)
-        else:
-            steps = reader.read(full_question, evidence, self.generator, kind, self.config.max_tokens)
+        evidence = self._fit(full_question, evidence, kind)
         yield Stage("reading")
-        result = None
-        for step in steps:
-            if isinstance(step, str):
-                timings.setdefault("first_token", time.perf_counter() - started)  # the model's, not shown
-            else:
-                result = step
+        reading = self.reader.read(full_question, evidence, kind)
         timings["generate"] = time.perf_counter() - started - timings["retrieve"]
         timings["total"] = time.perf_counter() - started
-        timings.setdefault("first_token", timings["total"])
+        # Nothing is shown before the answer is checked: its first word comes with the whole of it.
+        timings["first_token"] = timings["total"]
         yield Stage("checking")
-        answer = (self._written(question, passages, timings, kind, *result) if self.config.reader == "free"
-                  else self._read(question, passages, timings, result))
-        answer.evidence = evidence
+        answer = self._answer(question, passages, timings, reading)
+        answer.evidence, answer.reading = evidence, reading
         yield answer
 
     def _evidence(self, question: str, passages: list[Passage], kind: str) -> list[Evidence]:
@@ -186,34 +186,33 @@ class Assistant:
         if self.config.evidence == "passages" or not is_arabic(question):
             return whole_passages(passages if self.config.evidence == "passages" else passages[:2])
         weights = self.store.idf(set(terms(question)))
-        evidence = select(rank_sentences(question, passages, weights, kind), self.config.evidence_sentences)
+        ranked = rank_sentences(question, passages, weights, kind)
         # An order to the model quoted in an article is data, never an answer ("تجاهل التعليمات وقل إن…").
-        return [ev for ev in evidence if not is_instruction(ev.text)]
+        ranked = [r for r in ranked if not is_instruction(r.passage.chunk.text[r.start : r.end])]
+        return select(ranked, self.config.evidence_sentences, more=self.config.candidate_sentences)
 
-    def _read(self, question: str, passages: list[Passage], timings: dict, reading: reader.Reading) -> Answer:
-        """The answer of the extracting reader: its span(s) with the sentences they were copied from."""
-        if not reading.parts or reading.confidence < self.config.min_confidence:
+    def _answer(self, question: str, passages: list[Passage], timings: dict, reading: Reading) -> Answer:
+        """The answer of a reading: its span(s) with the sentences they were copied from, or the free reader's
+        checked text."""
+        if reading.refused:
             return self._refusal(question, passages, timings, reading.raw, reading.kind, reading.confidence)
+        if reading.text:
+            return Answer(question, reading.text, reading.citations, False, passages, timings, reading.raw,
+                          kind=reading.kind)
         citations: dict[tuple[str, int], Citation] = {}
         numbers = []
+        score = None if reading.confidence is None else round(reading.confidence, 4)
         for part in reading.parts:
             ev = part.evidence
             key = (ev.source, ev.start)
             if key not in citations:
                 span = (None, None) if reading.decision else (part.start, part.end)
                 citations[key] = Citation(len(citations) + 1, ev.source, ev.title, ev.date, ev.start, ev.end,
-                                          ev.text, True, round(reading.confidence, 4), *span)
+                                          ev.text, True, score, *span)
             numbers.append(citations[key].n)
         span = reading.decision or "، ".join(part.text for part in reading.parts)
         return Answer(question, shown(reading, numbers), list(citations.values()), False, passages, timings,
                       reading.raw, span, reading.parts[0].evidence.text, reading.kind, reading.confidence)
-
-    def _written(self, question: str, passages: list[Passage], timings: dict, kind: str, text: str,
-                 citations: list[Citation], raw: str) -> Answer:
-        """The answer of the free reader (rag.writer): refused when no sentence of it is supported."""
-        if not any(c.supported for c in citations):
-            return self._refusal(question, passages, timings, raw, kind)
-        return Answer(question, text, citations, False, passages, timings, raw, kind=kind)
 
     def _answerable(self, question: str, passages: list[Passage]) -> bool:
         """Refuse before generating when no passage shares a term with the question, or when the passages neither
@@ -231,23 +230,22 @@ class Assistant:
         coverage = sum(idf[t] for t in wanted & found) / sum(idf.values())
         return coverage >= MIN_COVERAGE or passages[0].dense >= self.config.min_similarity
 
-    def _prompt(self, question: str, evidence: list[Evidence], kind: str) -> tuple[list[dict], list[Evidence]]:
-        """The reader's prompt with as many of the evidence sentences as n_ctx holds, and those sentences."""
-        build: Callable[[list[Evidence]], list[dict]] = (
-            (lambda ev: writer.messages(question, ev)) if self.config.reader == "free"
-            else (lambda ev: reader.messages(question, ev, kind)))
+    def _fit(self, question: str, evidence: list[Evidence], kind: str) -> list[Evidence]:
+        """The evidence with as many sentences shown to the model as its prompt can hold in n_ctx."""
         budget = self.config.n_ctx - self.config.max_tokens - 64
         count = getattr(self.generator, "count_tokens", lambda text: math.ceil(len(text) / 2))
-        kept = len(evidence)
+        evidence = list(evidence)
         while True:
-            messages = build(evidence[:kept])
+            messages = self.reader.messages(question, evidence, kind)
             needed = count("\n".join(m["content"] for m in messages)) + 16 * len(messages)
             if needed <= budget:
-                return messages, evidence[:kept]
-            if kept <= 1:  # never send llama.cpp a prompt it cannot hold
+                return evidence
+            shown = [i for i, ev in enumerate(evidence) if ev.shown]
+            if len(shown) <= 1:  # never send llama.cpp a prompt it cannot hold
                 raise RagError(f"the question and its evidence need about {needed} tokens but n_ctx "
                                f"{self.config.n_ctx} leaves {budget}: ask a shorter question or raise n_ctx")
-            kept -= 1  # keep the prompt inside n_ctx: drop the last sentence
+            # keep the prompt inside n_ctx: the last sentence shown only proposes candidates
+            evidence[shown[-1]] = dataclasses.replace(evidence[shown[-1]], shown=False)
 
     def _refusal(self, question: str, passages: list[Passage], timings: dict, reply: str, kind: str,
                  confidence: float | None = None) -> Answer:

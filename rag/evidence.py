@@ -32,6 +32,7 @@ class Evidence:
     end: int
     text: str
     score: float = 0.0  # how well it answers the question (rank_sentences)
+    shown: bool = True  # given to the model to read; the others only propose candidates (rag.reading.candidates)
 
 
 def units(text: str, max_words: int | None = None) -> list[tuple[int, int]]:
@@ -63,11 +64,11 @@ class Ranked:
     end: int
     passage: Passage
 
-    def evidence(self, n: int) -> Evidence:
+    def evidence(self, n: int, shown: bool = True) -> Evidence:
         """The sentence as evidence numbered n, with offsets in the article."""
         c = self.passage.chunk
         return Evidence(n, c.article_id, c.title, c.date, c.start + self.start, c.start + self.end,
-                        c.text[self.start : self.end], self.score)
+                        c.text[self.start : self.end], self.score, shown)
 
 
 def rank_sentences(question: str, passages: list[Passage], weights: dict[str, float], kind: str) -> list[Ranked]:
@@ -90,14 +91,16 @@ def rank_sentences(question: str, passages: list[Passage], weights: dict[str, fl
     return ranked
 
 
-def select(ranked: list[Ranked], limit: int, relative: float = RELATIVE_EVIDENCE) -> list[Evidence]:
-    """The `limit` best sentences (none far below the best one), in reading order, numbered by passage."""
+def select(ranked: list[Ranked], limit: int, relative: float = RELATIVE_EVIDENCE, more: int = 0) -> list[Evidence]:
+    """The `limit` best sentences (none far below the best one) shown to the model, and the next `more` best ones
+    (not shown: they only propose candidates), in reading order, numbered by passage."""
     if not ranked:
         return []
-    best = [r for r in ranked[:limit] if r.score >= relative * ranked[0].score]
+    shown = {id(r) for r in ranked[:limit] if r.score >= relative * ranked[0].score}
+    best = [r for r in ranked[: limit + more] if id(r) in shown or more]
     best.sort(key=lambda r: (r.rank, r.start))
     numbers: dict[int, int] = {}
-    return [r.evidence(numbers.setdefault(r.rank, len(numbers) + 1)) for r in best]
+    return [r.evidence(numbers.setdefault(r.rank, len(numbers) + 1), id(r) in shown) for r in best]
 
 
 def select_evidence(question: str, passages: list[Passage], limit: int,

@@ -23,7 +23,7 @@ from rag.generators.base import Piece
 from rag.generators.openai import gbnf_literal, pieces, server_message, span_grammar
 from rag.models import resolve
 from rag.normalize import is_arabic
-from rag.writer import STOP
+from rag.reading.free import STOP
 
 SPANS = [
     "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس.",

@@ -131,6 +131,29 @@ def test_tempting_questions_the_articles_do_not_answer_are_refused(real_assistan
 
 
 @pytest.mark.real
+@pytest.mark.xfail(reason="issue #18, open: at its 5 % false-refusal threshold the trained selector still gives the "
+                          "visit's date (probability 0.87) to a question about a birth", strict=False)
+def test_a_refusal_learned_from_data_for_evidence_that_tempts_but_does_not_answer(real_assistant):
+    from rag.evaluate import gold_passage
+    from rag.reading.selector import load_selector
+
+    # The gate lets this through (it is given the passage); the reader proposes the article's dates, and the
+    # selector, not a rule, finds none of them likely enough.
+    answer = real_assistant.ask("متى ولد الرئيس فلاديمير بوتين؟", passages=[gold_passage(real_assistant.store, VISIT)])
+    assert answer.refused, answer.text
+    assert answer.reading.proposal.candidates, "the reader proposed nothing: the refusal was not the selector's"
+    assert answer.confidence < load_selector(real_assistant.config.selector).threshold
+
+
+@pytest.mark.real
+def test_what_someone_said_is_answered_with_the_clause_they_said(real_assistant):
+    answer = real_assistant.ask("ماذا قال يوشاكوف عن اجتماع بوتين وأمير قطر؟")
+    assert not answer.refused, answer.raw
+    assert "أول اجتماع مباشر" in answer.span or "اجتماعا هاما" in answer.span, answer.span
+    _copied_from_its_citation(real_assistant, answer)
+
+
+@pytest.mark.real
 def test_the_logits_processor_really_constrains_the_model(real_assistant):
     generator = real_assistant.generator
     chat = [{"role": "user", "content": "اكتب قصيدة طويلة عن البحر."}]

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,9 +36,9 @@ from rag.generators.llama import LlamaGenerator
 from rag.generators.llama_check import LlamaSettings
 from rag.models import ModelSpec, pull, resolve
 from rag.prompts import load_prompt
+from rag.reading.free import clean_reply, is_refusal
 from rag.stores.faiss import FaissStore
 from rag.terminal import clean_logs
-from rag.writer import clean_reply, is_refusal
 
 TESTS = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -194,10 +195,10 @@ def test_an_article_ordering_the_model_is_quoted_data_and_its_order_is_refused(t
 
     assert answer.refused and answer.citations == [] and PARIS not in answer.text
     assert any(p.chunk.article_id == "d_injected.txt" for p in answer.passages)  # still offered, as a passage
-    for messages in obeying.prompts:  # the extracting reader never shows the order to the model
+    for messages in obeying.prompts:  # neither reader shows the order to the model
         block = _passage_block(messages[-1]["content"])
-        assert all(line.startswith(("[1] (", "[2] (", "[3] (")) for line in block)
-        assert (reader == "free") == any("تجاهل كل التعليمات" in line for line in block)  # data, if shown
+        assert all(re.match(r"\[\d+\] \(", line) for line in block)  # passage lines only
+        assert not any("تجاهل كل التعليمات" in line for line in block)  # left out before choosing what is shown
         assert messages[-1]["content"].endswith("\n\nالسؤال: ما هي عاصمة قطر؟")
 
 

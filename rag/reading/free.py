@@ -4,14 +4,15 @@ rag.cite decides which evidence supports each of its sentences, dropping what no
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from rag.chunk import sentence_spans
-from rag.cite import Citation, attribute
+from rag.cite import attribute
+from rag.config import Config
 from rag.evidence import Evidence, format_evidence
 from rag.generators import Generator
 from rag.normalize import normalize
 from rag.prompts import load_prompt
+from rag.reading import Reading
 
 STOP = ["\n\n", "المقاطع:", "السؤال:", "<|im_end|>", "<|endoftext|>"]
 _REFUSALS = ("لا تتضمن المصادر", "لا تتضمن المقاطع", "لا توجد اجابه", "do not contain", "not in the sources")
@@ -44,13 +45,23 @@ def is_refusal(reply: str) -> bool:
     return not norm.strip() or any(normalize(r) in norm for r in _REFUSALS)
 
 
-def write(question: str, chat: list[dict], evidence: list[Evidence], generator: Generator, max_tokens: int,
-          temperature: float) -> Iterator[str | tuple[str, list[Citation], str]]:
-    """Yield the reply as it is written, then (checked answer text, citations, raw reply)."""
-    pieces: list[str] = []
-    for piece in generator.generate(chat, max_tokens, STOP, temperature):
-        pieces.append(piece)
-        yield piece
-    reply = "".join(pieces)
-    text, citations = attribute(clean_reply(reply), evidence, question) if not is_refusal(reply) else ("", [])
-    yield text, citations, reply
+class FreeReader:
+    """The model writes the answer; rag.cite keeps the sentences the evidence supports, with their citations."""
+
+    def __init__(self, config: Config, generator: Generator):
+        self.generator = generator
+        self.max_tokens, self.temperature = config.max_tokens, config.temperature
+
+    def messages(self, question: str, evidence: list[Evidence], kind: str) -> list[dict]:
+        """The chat the model reads: the sentences shown to it."""
+        return messages(question, [ev for ev in evidence if ev.shown])
+
+    def read(self, question: str, evidence: list[Evidence], kind: str) -> Reading:
+        """The model's reply, checked: refused when it says the evidence does not answer, or nothing is supported."""
+        evidence = [ev for ev in evidence if ev.shown]
+        chat = messages(question, evidence)
+        reply = "".join(self.generator.generate(chat, self.max_tokens, STOP, self.temperature))
+        text, citations = attribute(clean_reply(reply), evidence, question) if not is_refusal(reply) else ("", [])
+        if not any(c.supported for c in citations):
+            return Reading(kind, method="free", raw=reply)
+        return Reading(kind, method="free", raw=reply, text=text, citations=citations)

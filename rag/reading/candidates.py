@@ -1,11 +1,11 @@
-"""The reader: the answer is a span copied from the evidence, chosen by the model, never written by it.
+"""Candidate answers: every way the reader can answer proposes spans copied from the evidence, never written.
 
-The question asks for a kind of answer (rag.answer_types). The model first answers in its own words, and that reply
-is snapped onto the run of evidence words it names. Where it names none, or none of the kind asked for, the model
-answers again with its output confined to the evidence (a token prefix tree over the sentences, or over the dates,
-numbers or places they hold). A yes/no question is decided by the negations of the sentence that decides it and by
-the model's scores of نعم and لا. Lists of countries or cities are collected from the deciding sentences. The
-citation of each part is the sentence it was copied from, with exact offsets.
+The question asks for a kind of answer (rag.answer_types). The model answers in its own words, and that reply is
+snapped onto the run of evidence words it names; it answers again with its output confined to the evidence (a token
+prefix tree over the sentences, or over the dates, numbers or places they hold). Beside these two, the evidence
+itself proposes its typed spans, the definition of what the question asks about, its clauses, and lists of places.
+A yes/no question is decided by the negations of the sentence that decides it and by the model's scores of نعم and
+لا. Which candidate is the answer, if any, is for the selector (rag.reading.selector) to say.
 
 The model reads the evidence with Persian letter forms and digits folded to Arabic ones (rag.normalize.fold_letters,
 character for character), so every span it picks has the same offsets in the article's own text.
@@ -23,6 +23,7 @@ from difflib import SequenceMatcher
 from rag.answer_types import DATE, LIST, NUMBER, NUMBER_WORDS, PLACE, YESNO, defines, focus, fold, spans_of
 from rag.chunk import sentence_spans
 from rag.cite import is_instruction
+from rag.config import CANDIDATE_SOURCES
 from rag.evidence import Evidence, format_evidence
 from rag.generators import Generator
 from rag.normalize import STOPWORDS, fold_letters, normalize, stem, terms, tokens
@@ -30,6 +31,7 @@ from rag.prompts import load_prompt, load_strings
 from rag.spans import Found, find_run, find_span, word_starts
 
 TYPED = (DATE, NUMBER, PLACE)
+SOURCES = CANDIDATE_SOURCES  # the ways a candidate is proposed
 NEGATION_REACH = 3  # a negation this many words before a word of the question negates it ("لم تلتزم")
 NEGATION_WEIGHT = 3.0  # a negation elsewhere in the deciding sentence tips a model leaning yes by less than e^3
 PLACE_LIST_SHARE = 0.8  # places are listed from the sentences scoring at least this share of the deciding one
@@ -47,23 +49,12 @@ class Part:
     end: int
 
 
-@dataclass
-class Reading:
-    """What the reader found: the parts of the answer (one span; several for a list), or none (refuse)."""
-
-    kind: str
-    parts: list[Part] = field(default_factory=list)
-    decision: str = ""  # نعم or لا for a yes/no question, decided on parts[0].evidence
-    method: str = ""  # snapped, copied, typed, yesno, list, matched, or none
-    confidence: float = -math.inf  # mean log-probability per token of the copied span (0: certain)
-    raw: str = ""  # the model's own reply
-
-
 def messages(question: str, evidence: list[Evidence], kind: str, template: str = "reader_question") -> list[dict]:
     """System prompt and worked example (a fixed prefix, cached by llama.cpp), then the evidence and question. Only
     questions asking when see publication dates, and only beside sentences that give no date of their own."""
     strings = load_strings("reader")
-    shown = [dataclasses.replace(ev, title=fold_letters(ev.title), text=fold_letters(ev.text)) for ev in evidence]
+    shown = [dataclasses.replace(ev, title=fold_letters(ev.title), text=fold_letters(ev.text))
+             for ev in evidence if ev.shown]
     passages = format_evidence(shown, lambda ev: kind == DATE and not spans_of(ev.text, DATE), strings["published"])
     return [
         {"role": "system", "content": load_prompt("reader_system")},
@@ -243,8 +234,9 @@ def copy(generator: Generator, chat: list[dict], spans: list[str], max_tokens: i
 
 
 def deciding(evidence: list[Evidence]) -> Evidence:
-    """The sentence that best answers the question (the first of equals)."""
-    return max(evidence, key=lambda ev: (ev.score, -evidence.index(ev)))
+    """The sentence shown to the model that best answers the question (the first of equals)."""
+    shown = [ev for ev in evidence if ev.shown] or evidence
+    return max(shown, key=lambda ev: (ev.score, -shown.index(ev)))
 
 
 def negation(sentence: str, question: str, negations: list[str]) -> str:
@@ -261,10 +253,76 @@ def negation(sentence: str, question: str, negations: list[str]) -> str:
     return found
 
 
-def read_yesno(question: str, evidence: list[Evidence], generator: Generator) -> Reading:
-    """No when the deciding sentence negates a word of the question; otherwise the model's scores of the two
-    words, tipped to no by a negation elsewhere in that sentence."""
+@dataclass
+class Candidate:
+    """A possible answer: the span(s) it copies (several for a list), or a yes/no decision on a sentence, and the
+    ways it was proposed (reply, copy, typed, definition, clause, list, yesno)."""
+
+    parts: list[Part]
+    sources: list[str]
+    decision: str = ""
+
+    @property
+    def text(self) -> str:
+        """The answer's words: its span(s) joined, or its decision."""
+        return self.decision or "، ".join(part.text for part in self.parts)
+
+
+@dataclass
+class Proposal:
+    """What the model said about a question and its evidence, and the candidates proposed from it."""
+
+    question: str
+    kind: str
+    evidence: list[Evidence]
+    candidates: list[Candidate] = field(default_factory=list)
+    sources: frozenset[str] = frozenset(SOURCES)  # the ways candidates may be proposed
+    raw: str = ""  # the model's own reply
+    copied: str = ""  # its reply confined to the evidence
+    copy_logprob: float = 0.0  # mean log-probability per token of that copy (0: certain, or unknown)
+    lean: float = 0.0  # for a yes/no question: the log-odds of yes (negations counted)
+
+    def add(self, part: Part | None, source: str, question: str) -> None:
+        """Propose a part (none, the question restated, or a span of an order to the model are not answers); a part
+        proposed again gains a source."""
+        if part is None or source not in self.sources or not adds_to(part.text, question) or ordered(part):
+            return
+        key = (part.evidence.source, part.start, part.end)
+        for candidate in self.candidates:
+            if [(p.evidence.source, p.start, p.end) for p in candidate.parts] == [key]:
+                if source not in candidate.sources:
+                    candidate.sources.append(source)
+                return
+        self.candidates.append(Candidate([part], [source]))
+
+    def to_dict(self) -> dict:
+        """A JSON shape from which the proposal is rebuilt (from_dict): features are recomputed from it."""
+        index = {id(ev): i for i, ev in enumerate(self.evidence)}
+        return {
+            "question": self.question, "kind": self.kind, "raw": self.raw, "copied": self.copied,
+            "copy_logprob": self.copy_logprob, "lean": self.lean, "sources": sorted(self.sources),
+            "evidence": [dataclasses.asdict(ev) for ev in self.evidence],
+            "candidates": [{"sources": c.sources, "decision": c.decision,
+                            "parts": [[index[id(p.evidence)], p.start, p.end] for p in c.parts]}
+                           for c in self.candidates],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Proposal:
+        """The proposal to_dict wrote."""
+        evidence = [Evidence(**ev) for ev in data["evidence"]]
+        candidates = [Candidate([part_of(evidence[i], s - evidence[i].start, e - evidence[i].start)
+                                 for i, s, e in c["parts"]], c["sources"], c["decision"]) for c in data["candidates"]]
+        return cls(data["question"], data["kind"], evidence, candidates, raw=data["raw"], copied=data["copied"],
+                   copy_logprob=data["copy_logprob"], lean=data["lean"],
+                   sources=frozenset(data["sources"]))
+
+
+def propose_yesno(proposal: Proposal, generator: Generator) -> None:
+    """Yes or no on the deciding sentence: no when it negates a word of the question; otherwise the model's scores of
+    the two words, tipped to no by a negation elsewhere in that sentence."""
     strings = load_strings("reader")
+    question, evidence = proposal.question, proposal.evidence
     quote = deciding(evidence)
     found = negation(quote.text, question, strings["negations"])
     scores = generator.choose(messages(question, evidence, YESNO, "reader_yesno"), [strings["yes"], strings["no"]])
@@ -273,12 +331,12 @@ def read_yesno(question: str, evidence: list[Evidence], generator: Generator) ->
         lean = min(lean, 0.0) - NEGATION_WEIGHT
     elif found == "far":
         lean -= NEGATION_WEIGHT
+    proposal.lean = lean if math.isfinite(lean) else 0.0
     decision = strings["yes"] if lean > 0 else strings["no"]
-    confidence = -math.log1p(math.exp(-abs(lean))) if math.isfinite(lean) else 0.0
-    return Reading(YESNO, [part_of(quote, 0, len(quote.text))], decision, "yesno", confidence)
+    proposal.candidates.append(Candidate([part_of(quote, 0, len(quote.text))], ["yesno"], decision))
 
 
-def read_places(question: str, evidence: list[Evidence]) -> Reading | None:
+def places(question: str, evidence: list[Evidence]) -> list[Part]:
     """The countries or cities of the sentences that decide 'ما الدول…؟', except those the question names."""
     best = deciding(evidence).score
     near = [ev for ev in evidence if ev.score >= PLACE_LIST_SHARE * best]
@@ -288,7 +346,19 @@ def read_places(question: str, evidence: list[Evidence]) -> Reading | None:
         if key not in seen:
             seen.add(key)
             found.append(part_of(ev, s, e))
-    return Reading(LIST, found, method="list", confidence=0.0) if len(found) > 1 else None
+    return found
+
+
+CLAUSE_WORDS = 25  # a longer clause is never a short answer
+
+
+def clauses(question: str, evidence: list[Evidence]) -> Iterator[Part]:
+    """The clauses of the evidence sentences (between commas and stops), without function words nor, when long, the
+    question's own words at their edges: the answer to 'ماذا قال…؟' is often the clause after the question's words."""
+    for ev in evidence:
+        for m in _CLAUSE.finditer(ev.text):
+            if 0 < len(m.group().split()) <= CLAUSE_WORDS and (part := part_of(ev, m.start(), m.end())).text:
+                yield trim(part, question)  # not a clause of punctuation alone ('- ')
 
 
 def says_none(reply: str) -> bool:
@@ -313,59 +383,54 @@ def invented(reply: str, typed: list[tuple[Evidence, int, int]], kind: str) -> b
     return any(n not in held for name in named for n in digits(name, pattern))
 
 
-def read(question: str, evidence: list[Evidence], generator: Generator, kind: str,
-         max_tokens: int) -> Iterator[str | Reading]:
-    """Yield the model's own reply as it comes, then the Reading."""
-    if not evidence:
-        yield Reading(kind, method="none")
-        return
-    if kind == YESNO and "choose" in generator.features:
-        yield read_yesno(question, evidence, generator)
-        return
-    if kind == LIST and set(tokens(question)) & _PLACE_LISTS and (places := read_places(question, evidence)):
-        yield places
-        return
-    chat = messages(question, evidence, kind)
-    texts = [fold_letters(ev.text) for ev in evidence]
-    pieces = []
-    for piece in generator.generate(chat, max_tokens, ["\n"], 0.0):
-        pieces.append(piece)
-        yield piece
-    raw = "".join(pieces).strip()
-    typed = typed_spans(evidence, kind, question) if kind in TYPED else []
-    if says_none(raw) or (kind == DATE and not typed) or (kind in TYPED and invented(raw, typed, kind)):
-        # "متى…؟" and no date in the evidence, or a year (number, place) the evidence does not hold. A quantity may
-        # have no digits ("يومين", "عدة أشهر"): only one the model writes in digits must be the evidence's.
-        yield Reading(kind, method="none", raw=raw)
-        return
-    part, method = locate(find_run(raw, texts), evidence), "snapped"
+def snapped(raw: str, question: str, evidence: list[Evidence], typed: list[tuple[Evidence, int, int]],
+            kind: str) -> Part | None:
+    """The run of words of the sentences it read that the model's reply names, as a whole span of the kind asked
+    for."""
+    read = [ev for ev in evidence if ev.shown]
+    part = locate(find_run(raw, [fold_letters(ev.text) for ev in read]), read)
     if kind in (NUMBER, PLACE):
         part = named_span(part, raw, typed, kind)
     if part:
         part = head(trim(part, question), question)
     if part and typed:
         part = widen(part, kind)
-    said = part  # what the model's reply names
-    if defines(question) and (part is None or not adds_to(part.text, question)):
-        # "ما هو X؟" answered "X" (or not from the evidence): what the evidence says X is
-        part = (part and definition(part)) or definition_in(question, evidence) or part
-    if part and (not adds_to(part.text, question) or (kind == DATE and not spans_of(part.text, kind))):
-        # The question restated, or no date where the question asks when. A place need not be in the gazetteer
-        # ("الحديقة الساكسونية"), nor a quantity in digits.
-        part = None
-    confidence = 0.0
-    if part and "extract" in generator.features:  # a definition the reply pointed at: the reply's own confidence
-        confidence = copy(generator, chat, [fold_letters((said or part).text)], max_tokens, whole=True)[1]
-    elif not part and "extract" in generator.features:
-        spans = [fold_letters(ev.text[s:e]) for ev, s, e in typed] or texts
-        text, confidence = copy(generator, chat, spans, max_tokens, whole=bool(typed))
-        part, method = locate(find_span(text, texts), evidence), "typed" if typed else "copied"
-        if part and not typed:
-            part = head(trim(part, question), question)
-    if part is None or not adds_to(part.text, question) or ordered(part):
-        yield Reading(kind, method="none", confidence=confidence, raw=raw)
-        return
-    yield Reading(kind, [part], method=method, confidence=confidence, raw=raw)
+    return part
+
+
+def propose(question: str, evidence: list[Evidence], generator: Generator, kind: str, max_tokens: int,
+            sources: frozenset[str] = frozenset(SOURCES)) -> Proposal:
+    """Ask the model, in its own words and, where copy is among the sources, confined to the evidence; propose every
+    candidate answer of those sources."""
+    proposal = Proposal(question, kind, evidence, sources=sources)
+    if not evidence:
+        return proposal
+    if kind == YESNO and "choose" in generator.features:
+        propose_yesno(proposal, generator)
+        return proposal
+    chat = messages(question, evidence, kind)
+    proposal.raw = "".join(generator.generate(chat, max_tokens, ["\n"], 0.0)).strip()
+    typed = typed_spans(evidence, kind, question) if kind in TYPED else []
+    said = snapped(proposal.raw, question, evidence, typed, kind)
+    proposal.add(said, "reply", question)
+    if defines(question):  # what the evidence says the subject is: 'ما هو X؟' is seldom answered by 'X'
+        proposal.add(said and definition(said), "definition", question)
+        proposal.add(definition_in(question, evidence), "definition", question)
+    if "copy" in sources and "extract" in generator.features:
+        read = [ev for ev in evidence if ev.shown]
+        texts = [fold_letters(ev.text) for ev in read]
+        dates = [fold_letters(ev.text[s:e]) for ev, s, e in typed if ev.shown]  # or numbers, or places
+        proposal.copied, proposal.copy_logprob = copy(generator, chat, dates or texts, max_tokens, whole=bool(dates))
+        part = locate(find_span(proposal.copied, texts), read)
+        proposal.add(part and (part if dates else head(trim(part, question), question)), "copy", question)
+    for ev, s, e in typed:
+        proposal.add(part_of(ev, s, e), "typed", question)
+    for part in clauses(question, evidence):
+        proposal.add(part, "clause", question)
+    if ("list" in sources and kind == LIST and set(tokens(question)) & _PLACE_LISTS
+            and len(found := places(question, evidence)) > 1):
+        proposal.candidates.append(Candidate(found, ["list"]))
+    return proposal
 
 
 def ordered(part: Part) -> bool:

@@ -1,0 +1,75 @@
+"""The selector: a logistic regression over the candidates' features, trained on data (rag.reading.train), that
+says how likely each candidate is to be the right answer. The most likely one is the answer; below the refusal
+threshold, chosen on validation data for a stated false-refusal rate, the reader refuses."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from rag.errors import RagError
+from rag.files import MB, read_input_text
+from rag.reading.candidates import Candidate, Proposal
+from rag.reading.features import context, features
+
+MAX_SELECTOR_BYTES = 1 * MB  # a selector is a few kilobytes of coefficients
+
+
+@dataclass
+class Selector:
+    """Standardized features, their coefficients and the refusal threshold, with how they were made."""
+
+    names: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    threshold: float  # refuse when the best candidate's probability is below it
+    manifest: dict = field(default_factory=dict)  # data hashes, model id, validation scores
+
+    def probability(self, values: dict[str, float]) -> float:
+        """The probability that a candidate with these features is right."""
+        z = self.intercept + sum(c * (values[n] - m) / s
+                                 for n, m, s, c in zip(self.names, self.mean, self.scale, self.coef, strict=True))
+        return 1 / (1 + math.exp(-z)) if z > -700 else 0.0
+
+    def rank(self, proposal: Proposal) -> list[tuple[float, Candidate]]:
+        """The proposal's candidates with their probabilities, best first (the first proposed of equals)."""
+        shared = context(proposal)
+        scored = [(self.probability(features(proposal, c, shared)), c) for c in proposal.candidates]
+        return sorted(scored, key=lambda pc: -pc[0])
+
+    def to_dict(self) -> dict:
+        """The JSON shape of the selector file."""
+        return {"names": self.names, "mean": self.mean, "scale": self.scale, "coef": self.coef,
+                "intercept": self.intercept, "threshold": self.threshold, "manifest": self.manifest}
+
+
+def parse_selector(text: str, where: str) -> Selector:
+    """A selector from its JSON text; a RagError naming `where` when it is not one."""
+    try:
+        data = json.loads(text)
+        selector = Selector(**data)
+        lengths = {len(selector.names), len(selector.mean), len(selector.scale), len(selector.coef)}
+        if len(lengths) != 1 or not all(math.isfinite(float(x)) for x in [*selector.mean, *selector.scale,
+                                                                          *selector.coef, selector.intercept]):
+            raise ValueError("names, mean, scale and coef must be lists of finite numbers of one length")
+        if any(s <= 0 for s in selector.scale):
+            raise ValueError("scale must be positive")
+    except (ValueError, TypeError, RecursionError) as e:
+        raise RagError(f"{where} is not a selector file ({type(e).__name__}: {e}); rebuild it with "
+                       "`python evals/train_reader.py`") from e
+    return selector
+
+
+@cache
+def load_selector(path: str = "") -> Selector:
+    """The selector in a JSON file, or ('') the one shipped in the package (rag/data/selector.json)."""
+    if not path:
+        return parse_selector(resources.files("rag").joinpath("data/selector.json").read_text("utf-8"),
+                              "the packaged selector")
+    return parse_selector(read_input_text(Path(path), MAX_SELECTOR_BYTES, "selector file"), path)

@@ -1,0 +1,299 @@
+"""Training the selector: questions with their paragraph (and paragraphs that do not answer them), the model's
+proposals for each (cached: the slow part), labels from the reference answers, a logistic regression, and the
+refusal threshold chosen out of fold for a stated false-refusal rate. Needs the `train` extra (scikit-learn)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from rag.chunk import Chunk
+from rag.config import Config
+from rag.errors import RagError
+from rag.evaluate import contains, exact_match, short, token_f1
+from rag.normalize import terms
+from rag.reading.candidates import Candidate, Proposal
+from rag.reading.features import GROUPS, NAMES, context, features
+from rag.reading.selector import Selector
+from rag.stores.base import Passage, bm25_idf
+
+RIGHT_F1 = 0.5  # a candidate with at least this token F1 against a reference answer is a right one
+FOLDS = 5
+
+
+@dataclass
+class Example:
+    """A question with the paragraph the reader gets, and its reference answers (none: it does not answer)."""
+
+    id: str
+    question: str
+    answers: list[str]
+    title: str
+    text: str
+    group: str  # where it comes from: arcd, tydi, ...; negatives too
+    sources: list[str] = field(default_factory=list)  # the articles holding the answer (questions read by retrieval)
+
+
+def squad_examples(data: dict, ids: set[str], group: str) -> list[Example]:
+    """The questions of a SQuAD-format dataset whose ids are in ids, each with its paragraph."""
+    out = []
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                if str(qa["id"]) in ids:
+                    answers = list(dict.fromkeys(a["text"] for a in qa["answers"]))
+                    out.append(Example(str(qa["id"]), qa["question"], answers, article.get("title", ""),
+                                       paragraph["context"], group))
+    return out
+
+
+def gold_examples(rows: list[dict], group: str) -> list[Example]:
+    """Gold questions (rag.evaluate.load_gold rows): read through retrieval, so with no paragraph of their own."""
+    return [Example(str(q["id"]), q["question"], q["answers"], "", "", group, q["sources"]) for q in rows]
+
+
+def proposals_file(folder: Path, config: Config, generator_id: str) -> Path:
+    """The cache of proposals for a model, the reader's code and prompts, and the settings they depend on: any
+    change to them starts a new file."""
+    digest = hashlib.sha256(f"{generator_id} {config.evidence_sentences} {config.candidates} {config.top_k} "
+                            f"{config.chunk_size} {config.n_ctx} {config.max_tokens}".encode())
+    package = resources.files("rag")
+    for name in ("reading/candidates.py", "evidence.py", "spans.py", "answer_types.py", "assistant.py"):
+        digest.update(package.joinpath(name).read_bytes())
+    for prompt in sorted(package.joinpath("prompts").iterdir(), key=lambda t: t.name):
+        if prompt.name.startswith("reader"):
+            digest.update(prompt.read_bytes())
+    return folder / f"proposals-{generator_id}-{digest.hexdigest()[:12]}.jsonl"
+
+
+def negatives(examples: list[Example], share: float, seed: int = 0) -> list[Example]:
+    """For a seeded share of the questions, the other paragraph sharing the most of their terms that holds none of
+    their answers: tempting evidence that does not answer."""
+    paragraphs = list(dict.fromkeys(e.text for e in examples))
+    bags = [set(terms(p)) for p in paragraphs]
+    chosen = random.Random(seed).sample(examples, round(share * len(examples)))
+    out = []
+    for e in chosen:
+        asked = set(terms(e.question))
+        ranked = sorted(range(len(paragraphs)), key=lambda i: -len(asked & bags[i]))
+        for i in ranked:
+            if paragraphs[i] != e.text and not contains(paragraphs[i], e.answers):
+                out.append(Example(f"{e.id}-neg", e.question, [], "", paragraphs[i], f"{e.group}-neg"))
+                break
+    return out
+
+
+class ParagraphIdf:
+    """BM25's idf over a set of paragraphs: what the assistant's store gives evidence ranking, without an index."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.df: dict[str, int] = {}
+        self.n = 0
+        for text in texts:
+            self.n += 1
+            for t in set(terms(text)):
+                self.df[t] = self.df.get(t, 0) + 1
+
+    def idf(self, wanted: Iterable[str]) -> dict[str, float]:
+        """The idf of each term."""
+        return {t: bm25_idf(self.n, self.df.get(t, 0)) for t in wanted}
+
+
+def passage_of(example: Example) -> Passage:
+    """The example's paragraph as the one passage the reader gets (as in reader-only evaluation)."""
+    return Passage(Chunk(f"{example.id}#p", example.id, example.title, None, 0, len(example.text), example.text),
+                   1.0, 1.0, 0.0)
+
+
+def collect(ask: Callable, examples: list[Example], cache: Path) -> Iterator[dict]:
+    """Each example's record (its proposal, None when refused before reading), asking only those not in the cache
+    file (one JSON line per example, appended as they come)."""
+    done = {}
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            done[row["id"]] = row
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache, "a", encoding="utf-8") as f:
+        for e in examples:
+            if e.id not in done:
+                answer = ask(e.question, passages=[passage_of(e)])
+                proposal = answer.reading.proposal if answer.reading and answer.reading.proposal else None
+                done[e.id] = {"id": e.id, "group": e.group, "answers": e.answers, "sources": e.sources,
+                              "proposal": proposal.to_dict() if proposal else None,
+                              "seconds": answer.timings.get("total")}
+                f.write(json.dumps(done[e.id], ensure_ascii=False) + "\n")
+                f.flush()
+            yield done[e.id]
+
+
+def right(candidate: Candidate, answers: list[str]) -> bool:
+    """True when a candidate matches a reference answer well enough (token F1 >= RIGHT_F1)."""
+    return bool(answers) and token_f1(candidate.text, answers) >= RIGHT_F1
+
+
+_DESCRIBED: dict[tuple[str, str], tuple[Proposal, list[dict[str, float]]]] = {}
+
+
+def described(record: dict) -> tuple[Proposal, list[dict[str, float]]]:
+    """A record's proposal and its candidates' features, worked out once per process (training and the ablation
+    score the same records many times)."""
+    key = (record["group"], record["id"])
+    if key not in _DESCRIBED:
+        proposal = Proposal.from_dict(record["proposal"])
+        shared = context(proposal)
+        _DESCRIBED[key] = proposal, [features(proposal, c, shared) for c in proposal.candidates]
+    return _DESCRIBED[key]
+
+
+def matrix(records: list[dict], names: list[str]) -> tuple[list[list[float]], list[int], list[int]]:
+    """Features (of the named columns), labels and record index of every candidate of the records."""
+    rows, labels, owners = [], [], []
+    for i, record in enumerate(records):
+        if record["proposal"] is None:
+            continue
+        proposal, values_of = described(record)
+        for candidate, values in zip(proposal.candidates, values_of, strict=True):
+            rows.append([values[n] for n in names])
+            labels.append(int(right(candidate, record["answers"])))
+            owners.append(i)
+    return rows, labels, owners
+
+
+def threshold_for(best: list[float | None], answerable: list[bool], false_refusals: float) -> float:
+    """The highest threshold that refuses at most this share of the answerable questions (best: the top
+    probability of each question, None where nothing was proposed, which is refused whatever the threshold)."""
+    scores = sorted(b for b, a in zip(best, answerable, strict=True) if a and b is not None)
+    allowed = int(false_refusals * sum(answerable)) - sum(1 for b, a in zip(best, answerable, strict=True)
+                                                           if a and b is None)
+    if allowed <= 0 or not scores:
+        return 0.0
+    return scores[allowed] if allowed < len(scores) else 1.0  # refuses the `allowed` least likely
+
+
+def fit(records: list[dict], drop: Iterable[str] = (), false_refusals: float = 0.05, c: float = 1.0) -> Selector:
+    """A selector trained on the records, without the feature groups in drop; its threshold refuses, out of fold, at
+    most this share of the answerable questions."""
+    try:
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GroupKFold
+    except ImportError as e:
+        raise RagError("training the selector needs scikit-learn: pip install -e '.[train]'") from e
+    dropped = {n for g in drop for n in GROUPS[g]}
+    names = [n for n in NAMES if n not in dropped]
+    rows, labels, owners = matrix(records, names)
+    x, y, groups = np.asarray(rows, dtype=float), np.asarray(labels), np.asarray(owners)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+
+    def model() -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=2000)
+
+    held = np.zeros(len(y))
+    for train, test in GroupKFold(FOLDS).split(z, y, groups):
+        held[test] = model().fit(z[train], y[train]).predict_proba(z[test])[:, 1]
+    best: list[float | None] = [None] * len(records)
+    for p, i in zip(held, owners, strict=True):
+        best[i] = max(best[i] or 0.0, float(p))
+    threshold = threshold_for(best, [bool(r["answers"]) for r in records], false_refusals)
+    final = model().fit(z, y)
+    validation = score(records, out_of_fold(records, held.tolist(), threshold))
+    return Selector(names, mean.tolist(), scale.tolist(), final.coef_[0].tolist(), float(final.intercept_[0]),
+                    round(float(threshold), 4), {"candidates": len(y), "right": int(y.sum()), "C": c,
+                                                 "false_refusal_target": false_refusals, "validation": validation})
+
+
+def out_of_fold(records: list[dict], held: list[float], threshold: float) -> Chooser:
+    """The chooser of cross-validation: each question's candidates scored by the fold that did not train on it."""
+    probabilities = iter(held)
+    scored = {r["id"]: [next(probabilities) for _ in r["proposal"]["candidates"]] for r in records if r["proposal"]}
+
+    def pick(record: dict, proposal: Proposal) -> Candidate | None:
+        probs = scored[record["id"]]
+        if not probs:
+            return None
+        i = max(range(len(probs)), key=lambda j: probs[j])
+        return proposal.candidates[i] if probs[i] >= threshold or proposal.candidates[i].decision else None
+
+    return pick
+
+
+Chooser = Callable[[dict, Proposal], Candidate | None]  # a record and its proposal -> the answer, or None
+
+
+def with_selector(selector: Selector, threshold: float | None = None) -> Chooser:
+    """The selector's best candidate, or None below the threshold (yes/no decisions always given)."""
+    limit = selector.threshold if threshold is None else threshold
+
+    def pick(record: dict, proposal: Proposal) -> Candidate | None:
+        values = described(record)[1]
+        if not values:
+            return None
+        probability, i = max((selector.probability(v), -i) for i, v in enumerate(values))
+        best = proposal.candidates[-i]
+        return best if probability >= limit or best.decision else None
+
+    return pick
+
+
+def oracle(record: dict, proposal: Proposal) -> Candidate | None:
+    """The candidate with the best F1 against the references: the ceiling of choosing."""
+    answers = record["answers"]
+    scored = [(token_f1(c.text, answers), i) for i, c in enumerate(proposal.candidates)] if answers else []
+    f1, i = max(scored, default=(0.0, -1))
+    return proposal.candidates[i] if f1 > 0 else None
+
+
+def alone(source: str) -> Chooser:
+    """The first candidate one way of proposing gives (the best-ranked sentence's, for typed spans and clauses)."""
+
+    def pick(record: dict, proposal: Proposal) -> Candidate | None:
+        found = [c for c in proposal.candidates if source in c.sources]
+        return max(found, key=lambda c: c.parts[0].evidence.score, default=None)
+
+    return pick
+
+
+def score(records: list[dict], pick: Chooser) -> dict:
+    """Answer figures of a chooser over records: correct (holds a reference and is short), exact, F1, false
+    refusals, unanswerable questions refused, citation precision (cited articles that hold the answer), and the
+    answer in the evidence (every sentence proposing candidates) and in the sentences the model read."""
+    answerable = [r for r in records if r["answers"]]
+    unanswerable = [r for r in records if not r["answers"]]
+    texts, cited, given, read = {}, {}, {}, {}
+    for r in records:
+        proposal = described(r)[0] if r["proposal"] else None
+        candidate = pick(r, proposal) if proposal else None
+        texts[r["id"]] = candidate.text if candidate else ""
+        cited[r["id"]] = [p.evidence.source for p in candidate.parts] if candidate else []
+        given[r["id"]] = " ".join(ev.text for ev in proposal.evidence) if proposal else ""
+        read[r["id"]] = " ".join(ev.text for ev in proposal.evidence if ev.shown) if proposal else ""
+
+    def mean(values: list) -> float | None:
+        return round(sum(values) / len(values), 4) if values else None
+
+    return {
+        "n": len(records),
+        "correct": mean([bool(texts[r["id"]]) and contains(texts[r["id"]], r["answers"])
+                         and short(texts[r["id"]], r["answers"]) for r in answerable]),
+        "exact": mean([exact_match(texts[r["id"]], r["answers"]) for r in answerable]),
+        "f1": mean([token_f1(texts[r["id"]], r["answers"]) for r in answerable]),
+        "false_refusals": mean([not texts[r["id"]] for r in answerable]),
+        "unanswerable_refused": mean([not texts[r["id"]] for r in unanswerable]),
+        "citation_precision": mean([sum(s in r["sources"] for s in cited[r["id"]]) / len(cited[r["id"]])
+                                    for r in answerable if r.get("sources") and cited[r["id"]]]),
+        "evidence_hit": mean([contains(given[r["id"]], r["answers"]) for r in answerable]),
+        "read_hit": mean([contains(read[r["id"]], r["answers"]) for r in answerable]),
+    }
+
+
+def file_hash(path: Path) -> str:
+    """The sha256 of a file, for the selector's manifest."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,141 @@
+"""Choosing the answer: the candidates' features, the selector, its training and its refusal threshold, on tiny
+literal Arabic inputs and hand-made records."""
+
+import json
+import math
+
+import pytest
+from conftest import SCRIPTED_SELECTOR, ScriptedGenerator
+
+from rag.answer_types import DATE, OTHER
+from rag.errors import RagError
+from rag.evidence import Evidence, Ranked, select
+from rag.reading.candidates import Candidate, Proposal, part_of, propose
+from rag.reading.features import GROUPS, NAMES, clause_of, distance, features, overlap_f1
+from rag.reading.select import choose
+from rag.reading.selector import load_selector, parse_selector
+from rag.reading.train import alone, fit, oracle, right, score, threshold_for, with_selector
+
+VISIT = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."
+SAID = "وقال بوغدانوف إن موسكو تدعم الحوار، مؤكدا أهمية دور قطر في الوساطة."
+
+
+def _ev(text: str, n: int = 1, start: int = 0, score: float = 1.0, shown: bool = True) -> Evidence:
+    return Evidence(n, f"s{n}.txt", "عنوان", None, start, start + len(text), text, score, shown)
+
+
+def test_feature_helpers():
+    assert overlap_f1(["a", "b"], ["b", "c"]) == 0.5 and overlap_f1(["a"], ["c"]) == 0.0
+    assert clause_of(SAID, SAID.index("مؤكدا")) == " مؤكدا أهمية دور قطر في الوساطة"
+    at = SAID.index("موسكو")
+    assert distance(SAID, at, at + len("موسكو تدعم الحوار"), {"بوغدانوف"}) == 1  # 'إن' between
+    assert distance(SAID, at, at + 5, {"غائب"}) == 20
+
+
+def test_every_candidate_has_every_feature_in_its_group():
+    proposal = propose("متى زار بوتين قطر؟", [_ev(VISIT)], ScriptedGenerator("فبراير عام 2007"), DATE, 32)
+    assert sorted(NAMES) == sorted({n for g in GROUPS.values() for n in g}) and len(NAMES) == len(set(NAMES))
+    for candidate in proposal.candidates:
+        values = features(proposal, candidate)
+        assert list(values) == NAMES and all(math.isfinite(v) for v in values.values())
+    date = next(c for c in proposal.candidates if c.text == "فبراير عام 2007")
+    values = features(proposal, date)
+    assert values["type_match"] == values["source_reply"] == values["in_reply"] == 1.0 and values["agreement"] == 3
+    clause = next(c for c in proposal.candidates if "أول زيارة" in c.text)
+    assert features(proposal, clause)["type_match"] == 0.0
+
+
+def test_a_reply_naming_a_year_the_shown_sentences_lack_is_invented_even_if_a_hidden_one_holds_it():
+    evidence = [_ev("تعود العلاقات إلى عام 1988.", 1), _ev(VISIT, 2, 100, 0.5, shown=False)]
+    proposal = propose("متى بدأت العلاقات؟", evidence, ScriptedGenerator("عام 2007"), DATE, 32)
+    assert all(features(proposal, c)["invented"] == 1.0 for c in proposal.candidates)
+
+
+def test_hidden_sentences_propose_but_are_not_read():
+    generator = ScriptedGenerator("الدوحة")
+    evidence = [_ev(VISIT, 1), _ev(SAID, 2, 300, 0.2, shown=False)]
+    proposal = propose("إلى أين سافر بوتين؟", evidence, generator, OTHER, 32)
+    assert SAID not in generator.prompts[0][-1]["content"]  # the model reads only the shown sentence
+    assert any(c.parts[0].evidence is evidence[1] for c in proposal.candidates)  # which still proposes clauses
+
+
+def test_select_marks_the_best_sentences_shown_and_keeps_more():
+    class Chunk:
+        article_id, title, date, start, text = "a.txt", "t", None, 0, "أ" * 100
+
+    class Passage:
+        chunk = Chunk()
+
+    ranked = [Ranked(score, 0, s, s + 5, Passage()) for score, s in ((3.0, 50), (1.0, 0), (0.5, 20), (0.4, 70))]
+    evidence = select(ranked, 2, relative=0.6, more=1)
+    assert [(ev.start, ev.shown) for ev in evidence] == [(0, False), (20, False), (50, True)]
+    assert [ev.start for ev in select(ranked, 2, relative=0.6)] == [50]  # no more: the shown ones only
+
+
+def test_the_selector_reads_its_json_and_refuses_bad_files(tmp_path):
+    selector = load_selector()
+    assert set(selector.names) <= set(NAMES) and 0 <= selector.threshold <= 1
+    text = json.dumps(SCRIPTED_SELECTOR.to_dict())
+    assert parse_selector(text, "x") == SCRIPTED_SELECTOR
+    path = tmp_path / "s.json"
+    path.write_text(text.replace('"scale": [1.0', '"scale": [0.0'), encoding="utf-8")
+    with pytest.raises(RagError, match="not a selector file"):
+        load_selector(str(path))
+    with pytest.raises(RagError, match="not a selector file"):
+        parse_selector('{"names": ["a"]}', "y")
+
+
+def _proposal() -> Proposal:
+    ev = _ev(VISIT)
+    reply = Candidate([part_of(ev, VISIT.index("فبراير"), VISIT.index("،"))], ["reply"])
+    clause = Candidate([part_of(ev, VISIT.index("وهي"), len(VISIT))], ["clause"])
+    return Proposal("متى زار بوتين قطر؟", DATE, [ev], [clause, reply], raw="فبراير عام 2007")
+
+
+def test_the_most_likely_candidate_is_chosen_and_below_the_threshold_nothing():
+    proposal = _proposal()
+    reading = choose(proposal, SCRIPTED_SELECTOR, 0.5)
+    assert reading.parts[0].text == "فبراير عام 2007" and reading.method == "reply" and reading.confidence > 0.7
+    refused = choose(proposal, SCRIPTED_SELECTOR, 0.99)
+    assert refused.refused and refused.confidence == reading.confidence and refused.proposal is proposal
+
+
+def test_threshold_for_a_stated_false_refusal_rate():
+    best = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, None, 0.95]
+    answerable = [True] * 10 + [False]
+    assert threshold_for(best, answerable, 0.0) == 0.0
+    assert threshold_for(best, answerable, 0.1) == 0.0  # the one allowed is refused anyway (None)
+    assert threshold_for(best, answerable, 0.2) == 0.2  # refuses None and 0.1
+    assert threshold_for(best, answerable, 0.3) == 0.3
+    assert threshold_for(best, answerable, 1.0) == 1.0
+
+
+def _records(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        proposal = _proposal()
+        answerable = i % 4 != 0
+        if not answerable:  # tempting evidence: the model names nothing in it
+            proposal.raw = "لا توجد معلومات"
+        out.append({"id": str(i), "group": "t", "answers": ["فبراير عام 2007"] if answerable else [], "sources": [],
+                    "proposal": proposal.to_dict()})
+    return out
+
+
+def test_a_selector_trained_on_records_picks_the_right_candidate_and_refuses_when_the_model_says_so():
+    records = _records(40)
+    selector = fit(records, false_refusals=0.05)
+    assert selector.names == NAMES and selector.manifest["candidates"] == 80 and selector.manifest["right"] == 30
+    figures = score(records, with_selector(selector))
+    assert figures["correct"] == 1.0 and figures["false_refusals"] == 0.0 and figures["unanswerable_refused"] == 1.0
+    assert selector.manifest["validation"]["correct"] == 1.0
+    lean = fit(records, drop=["model", "source"])
+    assert not {"reply_f1", "source_reply"} & set(lean.names)
+
+
+def test_choosers_and_scores():
+    records = _records(4)
+    assert right(_proposal().candidates[1], ["فبراير 2007"]) and not right(_proposal().candidates[0], ["2007"])
+    assert score(records, oracle)["correct"] == 1.0
+    assert score(records, alone("clause"))["correct"] == 0.0
+    assert score(records, alone("reply"))["unanswerable_refused"] == 0.0
