@@ -12,15 +12,10 @@ from rag.reading.selector import Selector, load_selector
 
 
 def choose(proposal: Proposal, selector: Selector, threshold: float) -> Reading:
-    """The most likely candidate as the reading, or a refusal when it is less likely than the threshold. A yes/no
-    decision is given whatever its score: no training question asks yes or no (only the gate refuses one)."""
-    ranked = selector.rank(proposal)
-    reading = Reading(proposal.kind, raw=proposal.raw, proposal=proposal)
-    if not ranked:
-        return reading
-    probability, best = ranked[0]
-    reading.confidence = probability
-    if probability >= threshold or best.decision:
+    """The selector's answer as the reading, or a refusal."""
+    probability, best = selector.choose(proposal, threshold)
+    reading = Reading(proposal.kind, raw=proposal.raw, proposal=proposal, confidence=probability)
+    if best:
         reading.parts, reading.decision, reading.method = best.parts, best.decision, "+".join(best.sources)
     return reading
 

@@ -37,11 +37,19 @@ class Selector:
                                  for n, m, s, c in zip(self.names, self.mean, self.scale, self.coef, strict=True))
         return 1 / (1 + math.exp(-z)) if z > -700 else 0.0
 
-    def rank(self, proposal: Proposal) -> list[tuple[float, Candidate]]:
-        """The proposal's candidates with their probabilities, best first (the first proposed of equals)."""
-        shared = context(proposal)
-        scored = [(self.probability(features(proposal, c, shared)), c) for c in proposal.candidates]
-        return sorted(scored, key=lambda pc: -pc[0])
+    def choose(self, proposal: Proposal, threshold: float,
+               values: list[dict[str, float]] | None = None) -> tuple[float | None, Candidate | None]:
+        """The best candidate's probability, and the candidate when it is given: at least the threshold, or a yes/no
+        decision (no training question asks yes or no; only the gate refuses one). values: the candidates' features,
+        if already worked out."""
+        if not proposal.candidates:
+            return None, None
+        if values is None:
+            shared = context(proposal)
+            values = [features(proposal, c, shared) for c in proposal.candidates]
+        probability, i = max((self.probability(v), -i) for i, v in enumerate(values))  # the first of equals
+        best = proposal.candidates[-i]
+        return probability, best if probability >= threshold or best.decision else None
 
     def to_dict(self) -> dict:
         """The JSON shape of the selector file."""

@@ -233,12 +233,7 @@ def with_selector(selector: Selector, threshold: float | None = None) -> Chooser
     limit = selector.threshold if threshold is None else threshold
 
     def pick(record: dict, proposal: Proposal) -> Candidate | None:
-        values = described(record)[1]
-        if not values:
-            return None
-        probability, i = max((selector.probability(v), -i) for i, v in enumerate(values))
-        best = proposal.candidates[-i]
-        return best if probability >= limit or best.decision else None
+        return selector.choose(proposal, limit, described(record)[1])[1]
 
     return pick
 
