@@ -78,6 +78,7 @@ browser:
 
 lint: setup
 	$(BIN)/ruff check rag tests evals
+	$(BIN)/lint-imports --no-cache
 
 # The pgvector tests run against `make pg`'s server, which is stopped afterwards whatever the tests did.
 test: index browser lint pg

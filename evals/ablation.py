@@ -2,7 +2,8 @@
 candidates alone, the trained selector, the selector retrained without each feature group, and the oracle (the best
 candidate, knowing the answer), on the gold dev and test splits (through retrieval), XQuAD-ar and the TyDi-ar
 held-out split (each question with its own paragraph). The model reads each question once; every row chooses among
-the same candidates. Writes evals/results/ablation-latest.md and .json.
+the same candidates. Writes evals/results/ablation.md and ablation.json, and the run's line in history.jsonl
+(rag.report).
 
     .venv/bin/python evals/ablation.py        # about 60 minutes on 2 cores; the model's proposals are cached
 """
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from rag.answer_types import LIST, YESNO, defines
 from rag.assistant import Assistant
-from rag.config import CACHE_DIR, PACKAGE_ROOT, load_config
-from rag.evaluate import load_gold, percentile
+from rag.config import CACHE_DIR, load_config
+from rag.evaluate import load_gold
 from rag.generators import make_generator
+from rag.metrics import percentile
 from rag.reading.candidates import Candidate, Proposal, invented, says_none, typed_spans
 from rag.reading.features import GROUPS
 from rag.reading.selector import load_selector
@@ -35,10 +37,11 @@ from rag.reading.train import (
     squad_examples,
     with_selector,
 )
+from rag.report import commit, machine, table, write_report
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = PACKAGE_ROOT.parent / "shared" / "benchmarks"
+BENCHMARKS = HERE.parent.parent / "shared" / "benchmarks"  # the project's shared/ beside the checkout
 TRAINING = ("arcd", "tydi", "arcd-neg", "tydi-neg", "gold-dev")  # groups of evals/train_reader.py's examples
 COLUMNS = ["correct", "exact", "f1", "false_refusals", "unanswerable_refused", "citation_precision", "evidence_hit",
            "read_hit"]
@@ -74,15 +77,12 @@ def squad_set(file: str, ids: Path | None, sample: int | None, seed: int, group:
     return examples, ParagraphIdf(p["context"] for a in data["data"] for p in a["paragraphs"])
 
 
-def table(results: dict) -> list[str]:
+def tables(results: dict) -> list[str]:
     """One markdown table per set: a row per chooser."""
     lines = []
     for name, rows in results.items():
-        lines += [f"### {name}", "", "| chooser | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-        for chooser, figures in rows.items():
-            cells = ["–" if figures[c] is None else f"{figures[c]:.3f}" for c in COLUMNS]
-            lines.append(f"| {chooser} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"### {name}", "", *table(["chooser", *COLUMNS], [[chooser, *(figures[c] for c in COLUMNS)]
+                                                                      for chooser, figures in rows.items()]), ""]
     return lines
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     started = time.perf_counter()
-    config = load_config(seeds_dir=PACKAGE_ROOT / "seeds")
+    config = load_config(seeds_dir=HERE.parent / "seeds")
     generator = make_generator(config)
     cache = proposals_file(args.cache, config, generator.id)
     limit = 10 if args.quick else None
@@ -131,14 +131,14 @@ def main() -> None:
     lines = ["# Reader ablation", "", f"Model {generator.id}; selector trained on {selector.manifest.get('examples')}"
              f" (validation out of fold: {selector.manifest.get('validation')}); threshold {selector.threshold}.",
              f"Run: {time.strftime('%Y-%m-%d %H:%M')}, {round(time.perf_counter() - started)} s.", ""]
-    lines += table(results)
+    lines += tables(results)
     lines += ["Answer time per question (the whole reader, the model read once; the answer is shown whole, so its "
               "first word comes at this time too):", ""]
     lines += [f"- {name}: p50 {t['p50']:.2f} s, p95 {t['p95']:.2f} s" for name, t in timings.items() if t["p50"]]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ablation-latest.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (args.out / "ablation-latest.json").write_text(json.dumps({"results": results, "timings": timings}, indent=1,
-                                                              ensure_ascii=False) + "\n", encoding="utf-8")
+    headline = {name: {c: rows["selector (default)"][c] for c in ("correct", "f1", "false_refusals")}
+                for name, rows in results.items()}
+    write_report(args.out, "ablation", "\n".join(lines) + "\n", {"results": results, "timings": timings}, headline,
+                 commit(HERE.parent), machine())
     print("\n".join(lines))
 
 

@@ -1,6 +1,7 @@
 """Performance benchmark: answer time and quality (sentence evidence vs whole passages), the LLM's prompt cache and
 settings, retrieval at 10^5 chunks, the dense index at 10^4..10^6 synthetic vectors, embedding throughput,
-incremental indexing and memory. Writes evals/results/bench-<time>.json, bench-latest.json and bench-latest.md.
+incremental indexing and memory. Writes evals/results/bench.md and bench.json (rag.report: a line in
+history.jsonl, the per-question answers in runs/).
 
     .venv/bin/python evals/bench.py [--quick] [--questions N] [--max-scale N] [--skip-llm]
 """
@@ -9,11 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import math
-import multiprocessing
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -26,29 +23,31 @@ import numpy as np
 import psutil
 
 from rag.assistant import Assistant
-from rag.chunk import Chunk, chunk_article
-from rag.config import PACKAGE_ROOT, Config, load_config
-from rag.embedders import Embedder, make_embedder
-from rag.evaluate import (
-    QueryCache,
-    _table,
-    load_gold,
-    mean,
-    percentile,
-    run_info,
-    score_answer,
-    summarize_answers,
+from rag.benchmarks import (
+    clustered_vectors,
+    embedding_rate,
+    gold_questions,
+    in_subprocess,
+    seed_chunks,
+    timed,
+    vocabulary,
 )
+from rag.chunk import Chunk
+from rag.config import Config, load_config
+from rag.embedders import Embedder, make_embedder
+from rag.evaluate import QueryCache, run_info, score_answer, summarize_answers
 from rag.generators import make_generator
-from rag.index import build_index, embed_documents
-from rag.ingest import load_articles
+from rag.index import build_index
+from rag.metrics import mean, percentile
 from rag.normalize import fold_script, terms
+from rag.report import commit, load_average, machine, table, write_report
 from rag.retrieve import search
 from rag.stores import make_store
 from rag.stores.faiss import FaissStore, Snapshot, make_dense_index
 
-RESULTS = PACKAGE_ROOT / "evals" / "results"
-GOLD = [PACKAGE_ROOT / "evals" / "gold-dev.jsonl", PACKAGE_ROOT / "evals" / "gold-test.jsonl"]
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+GOLD = [HERE / "gold-dev.jsonl", HERE / "gold-test.jsonl"]
 SCALES = (10_000, 100_000, 1_000_000)
 RETRIEVAL_CHUNKS = 100_000
 DIMS = 768
@@ -58,18 +57,10 @@ EVIDENCE = ("sentences", "passages")
 VARIANTS = [{"evidence_sentences": 4}, {"evidence_sentences": 3}, {"top_k": 3}]
 VARIANT_FIGURES = ("correct", "f1", "citation_precision", "citation_recall", "refusal_accuracy", "false_refusal_rate",
                    "prompt_tokens_p50", "read_tokens_p50")
-ARABIC_LETTERS = "ابتثجحخدذرزسشصضطظعغفقكلمنهوي"
 MB = 2**20
 
 
 # Helpers.
-
-
-def timed(function: Callable, *args) -> tuple[object, float]:
-    """function(*args) and the seconds it took."""
-    started = time.perf_counter()
-    value = function(*args)
-    return value, time.perf_counter() - started
 
 
 def _ms(function: Callable, *args) -> float:
@@ -87,49 +78,7 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB, 1)  # macOS: bytes
 
 
-def _load() -> list[float]:
-    """The 1, 5 and 15 minute load averages: the cores are shared, so latencies depend on them."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def _quiet(*_: object) -> None:
-    """A log function that drops the messages."""
-
-
-def in_subprocess(function: Callable, *args) -> dict:
-    """function(*args) in a fresh process, so that its peak memory (and any memory it leaves behind) is its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
-
-
-def machine() -> dict:
-    """CPU count and model, RAM and load average of this machine."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    return {"cpus": os.cpu_count(), "cpu_model": model, "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_average_start": _load()}
-
-
 # Dense index scale: synthetic vectors through the index that ships (rag.index.make_dense_index).
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def clustered_vectors(n: int, queries: int, dims: int = DIMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n unit vectors and `queries` more from one Gaussian mixture: a cluster per 1,000 vectors, each vector at
-    cosine ~0.7 from its centre and ~0.5 from its cluster's other vectors (so neighbours are hard to tell apart)."""
-    rng = np.random.default_rng(seed)
-    centres = _unit(rng.standard_normal((max(1, n // 1000), dims), dtype=np.float32))
-    out = np.empty((n + queries, dims), np.float32)
-    for at in range(0, n + queries, 50_000):
-        rows = min(50_000, n + queries - at)
-        noise = rng.standard_normal((rows, dims), dtype=np.float32) / np.float32(math.sqrt(dims))
-        out[at : at + rows] = _unit(centres[rng.integers(0, len(centres), rows)] + noise)
-    return out[:n], out[n:]
 
 
 def search_figures(dense, queries: np.ndarray, truth: np.ndarray) -> dict:
@@ -181,23 +130,11 @@ def bench_scale(n: int, folder: Path, queries: int = 200, dims: int = DIMS) -> d
         "disk_mb": round(path.stat().st_size / MB, 1), "vectors_mb": round(corpus.nbytes / MB, 1),
         "index_rss_mb": round(index_rss, 1), "peak_rss_mb": _peak_rss_mb(),
         "nprobe_sweep": nprobe_sweep(dense, query, truth) if "ivf" in kind else [],
-        "load_average": _load(),
+        "load_average": load_average(),
     }
 
 
 # Retrieval: the real embedder and hybrid search over a synthetic index of 10^5 chunks.
-
-
-def vocabulary(real_terms: list[str], size: int, seed: int = 0) -> list[str]:
-    """The given terms plus random Arabic-letter words up to `size`, shuffled (so that the rank of a term, hence
-    its frequency under a Zipf law, is random)."""
-    rng = np.random.default_rng(seed)
-    words = set(real_terms)
-    while len(words) < size:
-        words.add("".join(rng.choice(list(ARABIC_LETTERS), rng.integers(3, 8))))
-    ordered = sorted(words)
-    rng.shuffle(ordered)
-    return ordered
 
 
 def synthetic_index(dense, vectors: np.ndarray, words: list[str], terms_per_chunk: int, seed: int = 0) -> FaissStore:
@@ -235,7 +172,7 @@ def bench_retrieval(embedder: Embedder, index: FaissStore, questions: list[str],
         "embed_ms_p50": percentile(embed, 50), "embed_ms_p95": percentile(embed, 95),
         "hybrid_search_ms_p50": percentile(hybrid, 50), "hybrid_search_ms_p95": percentile(hybrid, 95),
         "retrieval_ms_p50": percentile(total, 50), "retrieval_ms_p95": percentile(total, 95),
-        "load_average": _load(),
+        "load_average": load_average(),
     }
 
 
@@ -261,31 +198,9 @@ def retrieval_on_synthetic(embedder: Embedder, config: Config, dense_file: Path,
 # Indexing: embedding throughput and incremental rebuilds, with the real embedder.
 
 
-def seed_chunks(config: Config) -> tuple[list[Chunk], int]:
-    """The chunks of the seed articles, and the number of articles."""
-    articles, _ = load_articles(config.seeds_dir)
-    return [c for a in articles for c in chunk_article(a, config.chunk_size, config.chunk_overlap)], len(articles)
-
-
-def bench_embedding(embedder: Embedder, config: Config, target: int = 200, batch: int = 16) -> dict:
-    """Chunks per second embedding real seed chunks (repeated to `target`) as `rag index` does: sorted by length,
-    in batches; and the projected time to embed 10^5 articles."""
-    chunks, articles = seed_chunks(config)
-    repeated = chunks * math.ceil(target / len(chunks))
-    started = time.perf_counter()
-    embed_documents(repeated, embedder, batch)
-    seconds = time.perf_counter() - started
-    rate = len(repeated) / seconds
-    per_article = len(chunks) / articles
-    return {"chunks": len(repeated), "seconds": round(seconds, 2), "chunks_per_s": round(rate, 2),
-            "chunks_per_article": round(per_article, 2),
-            "projected_hours_for_1e5_articles": round(100_000 * per_article / rate / 3600, 2),
-            "load_average": _load()}
-
-
 def _build(seeds: Path, folder: Path, embedder: Embedder, config: Config) -> dict:
     store = make_store(config.replace(index_dir=folder, store="faiss"))
-    report = build_index(seeds, store, embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
+    report = build_index(seeds, store, embedder, config.chunk_size, config.chunk_overlap, log=lambda *_: None)
     return {"seconds": report.seconds, "chunks": report.chunks, "embedded": report.embedded,
             "added": len(report.added), "removed": len(report.removed)}
 
@@ -303,7 +218,7 @@ def bench_incremental(embedder: Embedder, config: Config, work: Path) -> dict:
     new.unlink()
     removed = _build(seeds, work / "index", embedder, config)
     return {"full": full, "add_one": {**added, "new_article_chunks": added["chunks"] - full["chunks"]},
-            "remove_one": removed, "load_average": _load()}
+            "remove_one": removed, "load_average": load_average()}
 
 
 # The LLM: answers in both evidence modes, the prompt cache, n_threads / n_batch.
@@ -416,7 +331,7 @@ def bench_answers(config: Config, embedder: Embedder, index: FaissStore, generat
             records[mode].append(record)
             print(f"{question['id']} {mode:>9}: first token {record['timings'].get('first_token', 0):.1f} s, "
                   f"total {record['timings']['total']:.1f} s, correct {record['correct']}", file=sys.stderr)
-    figures = {mode: {**answer_figures(rows), "load_average": _load()} for mode, rows in records.items()}
+    figures = {mode: {**answer_figures(rows), "load_average": load_average()} for mode, rows in records.items()}
     return figures, [r for rows in records.values() for r in rows]
 
 
@@ -442,7 +357,7 @@ def bench_variants(config: Config, embedder: Embedder, index: FaissStore, genera
         assistant = Assistant(config.replace(evidence="sentences", **variant), embedder, index, generator)
         figures = answer_figures([_ask(assistant, generator, q) for q in questions])
         rows.append({"settings": variant, **{name: figures[name] for name in VARIANT_FIGURES},
-                     **figures["latency"], "load_average": _load()})
+                     **figures["latency"], "load_average": load_average()})
         print(f"variant {variant}: {rows[-1]}", file=sys.stderr)
     return rows
 
@@ -465,7 +380,7 @@ def bench_prompt_cache(assistant: Assistant, generator: TracedGenerator, questio
                 "cached_tokens_p50": percentile([c["cached_tokens"] for c in calls], 50),
                 "prompt_tokens_per_s_p50": percentile([llm_rates(c)["prompt_tokens_per_s"] for c in calls], 50)}
 
-    return {"questions": len(questions), "cold": figures(cold), "warm": figures(warm), "load_average": _load()}
+    return {"questions": len(questions), "cold": figures(cold), "warm": figures(warm), "load_average": load_average()}
 
 
 def bench_llm_settings(config: Config, embedder: Embedder, index: FaissStore, question: dict,
@@ -483,7 +398,8 @@ def bench_llm_settings(config: Config, embedder: Embedder, index: FaissStore, qu
             calls.append(_llm_call(assistant, generator, question["question"]))
         best = min((c for c in calls if c), key=lambda c: c["first_token_s"])
         rows.append({"n_threads": n_threads, "n_batch": n_batch, "prompt_tokens": best["prompt_tokens"],
-                     "first_token_s": round(best["first_token_s"], 2), **llm_rates(best), "load_average": _load()})
+                     "first_token_s": round(best["first_token_s"], 2), **llm_rates(best),
+                     "load_average": load_average()})
         print(f"n_threads {n_threads}, n_batch {n_batch}: {rows[-1]}", file=sys.stderr)
         del assistant, generator
         gc.collect()
@@ -497,7 +413,7 @@ def memory_probe(config: Config, question: str) -> dict:
     assistant.generator  # noqa: B018 - load the generator even if the question is refused before generating
     answer = assistant.ask(question)
     return {"peak_rss_mb": _peak_rss_mb(), "rss_after_mb": round(psutil.Process().memory_info().rss / MB, 1),
-            "refused": answer.refused, "load_average": _load()}
+            "refused": answer.refused, "load_average": load_average()}
 
 
 # Targets, report, command line.
@@ -547,20 +463,18 @@ def _yes(met: bool | None) -> str:
 def render_markdown(result: dict) -> str:
     """The Markdown report: run description, then one table per part."""
     m = result["machine"]
-    changed = ", ".join(result.get("uncommitted", [])) or "none"
     lines = [
         f"# Benchmark {result['created']}",
         "",
-        f"- `evals/bench.py {' '.join(result['argv'])}`, {result['seconds']} s; commit `{result['commit'][:12]}`, "
-        f"uncommitted changes: {changed}",
+        f"- `evals/bench.py {' '.join(result['argv'])}`, {result['seconds']} s; revision {result['revision']}",
         f"- embedder `{result['embedder']}`, generator `{result['generator']}`; "
         + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
         f"- machine: {m['cpus']} × {m['cpu_model']}, {m['ram_gb']} GB RAM, {m['platform']}; load average "
-        f"{m['load_average_start']} at start, {m['load_average_end']} at end (cores shared with other work: "
+        f"{m['load_average']} at start, {m['load_average_end']} at end (cores shared with other work: "
         "latencies are upper bounds; each part below notes the load when it ended)",
         "", "## Targets", "",
-        *_table(["target", "goal", "measured", "met"],
-                [[t["target"], t["goal"], t["measured"], _yes(t["met"])] for t in result["targets"]]),
+        *table(["target", "goal", "measured", "met"],
+               [[t["target"], t["goal"], t["measured"], _yes(t["met"])] for t in result["targets"]]),
     ]
     if "answers" in result:
         lines += _answers_markdown(result)
@@ -573,33 +487,33 @@ def _answers_markdown(result: dict) -> list[str]:
     s, p = a["sentences"], a["passages"]
     lines = ["", f"## Answers: sentence evidence vs whole passages ({s['n']} gold questions, {s['answerable']} "
              f"answerable; {s['reached_llm']} / {p['reached_llm']} reached the LLM; load {s['load_average']})", ""]
-    lines += _table(["metric", "sentences (default)", "passages (baseline)", "ratio"],
-                    [[name, v["sentences"], v["passages"], v["ratio"]]
-                     for name, v in result["answers_compared"].items()])
+    lines += table(["metric", "sentences (default)", "passages (baseline)", "ratio"],
+                   [[name, v["sentences"], v["passages"], v["ratio"]]
+                    for name, v in result["answers_compared"].items()])
     token_names = ["total_s_p50_reached_llm", "cached_tokens_p50", "prompt_tokens_p95", "generated_tokens_p50",
                    "generated_tokens_p95", "generated_tokens_max", "hit_max_tokens", "prompt_tokens_per_s_p50",
                    "generated_tokens_per_s_p50"]
     lines += ["", "### Tokens", ""]
-    lines += _table(["figure", "sentences", "passages"], [[name, s[name], p[name]] for name in token_names])
+    lines += table(["figure", "sentences", "passages"], [[name, s[name], p[name]] for name in token_names])
     settings = result["settings"]
     default = [f"evidence_sentences={settings['evidence_sentences']}, top_k={settings['top_k']} (default)",
                *(s[name] for name in VARIANT_FIGURES), s["latency"]["first_token_p50"], s["latency"]["total_p50"],
                s["load_average"]]
     lines += ["", "### Other settings for sentence evidence (same questions, asked after the comparison)", ""]
-    lines += _table(["settings", *VARIANT_FIGURES, "first token p50 (s)", "total p50 (s)", "load"],
-                    [default, *([", ".join(f"{k}={v}" for k, v in row["settings"].items()),
-                                 *(row[name] for name in VARIANT_FIGURES), row["first_token_p50"], row["total_p50"],
-                                 row["load_average"]] for row in result["variants"])])
+    lines += table(["settings", *VARIANT_FIGURES, "first token p50 (s)", "total p50 (s)", "load"],
+                   [default, *([", ".join(f"{k}={v}" for k, v in row["settings"].items()),
+                                *(row[name] for name in VARIANT_FIGURES), row["first_token_p50"], row["total_p50"],
+                                row["load_average"]] for row in result["variants"])])
     lines += ["", f"### Prompt prefix in llama.cpp's KV cache ({cache['questions']} questions, load "
               f"{cache['load_average']})", ""]
-    lines += _table(["cache", "first token p50 (s)", "prompt tokens", "reused from cache", "read tokens/s"],
-                    [[name, c["first_token_s_p50"], c["prompt_tokens_p50"], c["cached_tokens_p50"],
-                      c["prompt_tokens_per_s_p50"]] for name, c in (("empty", cache["cold"]), ("warm", cache["warm"]))])
+    lines += table(["cache", "first token p50 (s)", "prompt tokens", "reused from cache", "read tokens/s"],
+                   [[name, c["first_token_s_p50"], c["prompt_tokens_p50"], c["cached_tokens_p50"],
+                     c["prompt_tokens_per_s_p50"]] for name, c in (("empty", cache["cold"]), ("warm", cache["warm"]))])
     lines += ["", "### n_threads and n_batch (empty cache, best of the repeats)", ""]
-    lines += _table(["n_threads", "n_batch", "prompt tokens", "first token (s)", "read tokens/s", "generated tokens/s",
-                     "load"], [[r["n_threads"], r["n_batch"], r["prompt_tokens"], r["first_token_s"],
-                                r["prompt_tokens_per_s"], r["generated_tokens_per_s"], r["load_average"]]
-                               for r in result["llm_settings"]])
+    lines += table(["n_threads", "n_batch", "prompt tokens", "first token (s)", "read tokens/s", "generated tokens/s",
+                    "load"], [[r["n_threads"], r["n_batch"], r["prompt_tokens"], r["first_token_s"],
+                               r["prompt_tokens_per_s"], r["generated_tokens_per_s"], r["load_average"]]
+                              for r in result["llm_settings"]])
     mem, load = result["memory"], result["load"]
     lines += ["", "### Models and memory", "",
               f"- loading takes {load['embedder_s']} s (embedder) and {load['generator_s']} s (generator, "
@@ -613,27 +527,27 @@ def _retrieval_markdown(result: dict) -> list[str]:
     r = result["retrieval"]
     lines = ["", f"## Retrieval: real query embedding + hybrid search over {r['chunks']:,} synthetic chunks "
              f"({r['questions']} gold questions, one at a time)", ""]
-    lines += _table(["torch threads", "query embedding p50 / p95 (ms)",
-                     f"hybrid search (BM25 + {r['index_type']} + RRF) p50 / p95 (ms)",
-                     "both: rag.retrieve.search p50 / p95 (ms)", "load"],
-                    [[f"{run['torch_threads']}" + (" (default)" if run["shipped"] else ""),
-                      f"{run['embed_ms_p50']} / {run['embed_ms_p95']}",
-                      f"{run['hybrid_search_ms_p50']} / {run['hybrid_search_ms_p95']}",
-                      f"{run['retrieval_ms_p50']} / {run['retrieval_ms_p95']}", run["load_average"]]
-                     for run in r["runs"]])
+    lines += table(["torch threads", "query embedding p50 / p95 (ms)",
+                    f"hybrid search (BM25 + {r['index_type']} + RRF) p50 / p95 (ms)",
+                    "both: rag.retrieve.search p50 / p95 (ms)", "load"],
+                   [[f"{run['torch_threads']}" + (" (default)" if run["shipped"] else ""),
+                     f"{run['embed_ms_p50']} / {run['embed_ms_p95']}",
+                     f"{run['hybrid_search_ms_p50']} / {run['hybrid_search_ms_p95']}",
+                     f"{run['retrieval_ms_p50']} / {run['retrieval_ms_p95']}", run["load_average"]]
+                    for run in r["runs"]])
     lines += ["", f"## Dense index at scale (synthetic {DIMS}-d Gaussian mixture, rag.index.make_dense_index; "
               f"one-query searches for {DEPTH} candidates)", ""]
-    lines += _table(["chunks", "index", "build (s)", "search p50 / p95 (ms)", f"recall@{K}", "exact search p50 (ms)",
-                     "disk (MB)", "index RSS (MB)", "peak RSS (MB)", "load"],
-                    [[s["chunks"], s["index_type"], s["build_s"], f"{s['search_ms_p50']} / {s['search_ms_p95']}",
-                      s[f"recall@{K}"], s["exact_search_ms_p50"], s["disk_mb"], s["index_rss_mb"], s["peak_rss_mb"],
-                      s["load_average"]] for s in result["scale"]])
+    lines += table(["chunks", "index", "build (s)", "search p50 / p95 (ms)", f"recall@{K}", "exact search p50 (ms)",
+                    "disk (MB)", "index RSS (MB)", "peak RSS (MB)", "load"],
+                   [[s["chunks"], s["index_type"], s["build_s"], f"{s['search_ms_p50']} / {s['search_ms_p95']}",
+                     s[f"recall@{K}"], s["exact_search_ms_p50"], s["disk_mb"], s["index_rss_mb"], s["peak_rss_mb"],
+                     s["load_average"]] for s in result["scale"]])
     for s in result["scale"]:
         if s["nprobe_sweep"]:
             lines += ["", f"### nprobe at {s['chunks']:,} chunks ({s['index_type']})", ""]
-            lines += _table(["nprobe", f"recall@{K}", "search p50 / p95 (ms)"],
-                            [[f"**{row['nprobe']}**" if row["shipped"] else row["nprobe"], row[f"recall@{K}"],
-                              f"{row['search_ms_p50']} / {row['search_ms_p95']}"] for row in s["nprobe_sweep"]])
+            lines += table(["nprobe", f"recall@{K}", "search p50 / p95 (ms)"],
+                           [[f"**{row['nprobe']}**" if row["shipped"] else row["nprobe"], row[f"recall@{K}"],
+                             f"{row['search_ms_p50']} / {row['search_ms_p95']}"] for row in s["nprobe_sweep"]])
     return lines
 
 
@@ -641,7 +555,7 @@ def _indexing_markdown(result: dict) -> list[str]:
     e, inc = result["embedding"], result["incremental"]
     return [
         "", f"## Indexing (real embedder; load {e['load_average']})", "",
-        *_table(["figure", "value"], [
+        *table(["figure", "value"], [
             ["embedding throughput (chunks/s, sorted by length, batches of 16)", e["chunks_per_s"]],
             ["chunks embedded for it", e["chunks"]],
             ["chunks per seed article", e["chunks_per_article"]],
@@ -656,14 +570,13 @@ def _indexing_markdown(result: dict) -> list[str]:
 
 
 def write_results(result: dict, out: Path) -> Path:
-    """bench-<time>.json, bench-latest.json and bench-latest.md in out; the path of the first."""
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
-    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(text, encoding="utf-8")
-    (out / "bench-latest.json").write_text(text, encoding="utf-8")
-    (out / "bench-latest.md").write_text(render_markdown(result), encoding="utf-8")
-    return path
+    """The report into out: bench.md, bench.json (without the per-question answers, which go to runs/), a line in
+    history.jsonl with each target's measured figure; the report's path."""
+    result = dict(result)
+    rows = result.pop("records", None)
+    headline = {t["target"]: t["measured"] for t in result["targets"]}
+    return write_report(out, "bench", render_markdown(result), result, headline, result["revision"],
+                        result["machine"], rows)
 
 
 def bench_llm(args: argparse.Namespace, config: Config, embedder: Embedder, index: FaissStore, gold: list[dict],
@@ -699,17 +612,12 @@ def bench_scales(sizes: list[int], keep: int, work: Path, queries: int) -> list[
     return rows
 
 
-def gold_questions(paths: list[Path] = GOLD) -> list[dict]:
-    """The gold questions of both splits (timings and retrieval; the answers are scored per split elsewhere)."""
-    return [q for path in paths for q in load_gold(path)]
-
-
 def run(args: argparse.Namespace) -> dict:
     """Every part of the benchmark; the result as one dict."""
     started = time.perf_counter()
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine()}
-    config = load_config(seeds_dir=PACKAGE_ROOT / "seeds")
-    gold = gold_questions()
+    config = load_config(seeds_dir=HERE.parent / "seeds")
+    gold = gold_questions(GOLD)
     max_scale = args.max_scale or (SCALES[0] if args.quick else SCALES[-1])
     sizes = sorted({*(n for n in SCALES if n <= max_scale), min(max_scale, RETRIEVAL_CHUNKS)})
     keep = min(max_scale, RETRIEVAL_CHUNKS)
@@ -721,7 +629,7 @@ def run(args: argparse.Namespace) -> dict:
         result["incremental"] = bench_incremental(embedder, config, work)
         config = config.replace(index_dir=work / "index")
         index = make_store(config)
-        info = run_info(Assistant(config, embedder, index), False)  # the commit as the run starts
+        info = run_info(Assistant(config, embedder, index), False, commit(HERE.parent))  # as the run starts
         # The answer latencies matter most and the load of a shared machine drifts: the LLM goes first.
         generator = None if args.skip_llm else bench_llm(args, config, embedder, index, gold, result)
         result["scale"] = bench_scales(sizes, keep, work, 50 if args.quick else 200)
@@ -729,11 +637,10 @@ def run(args: argparse.Namespace) -> dict:
         result["retrieval"] = retrieval_on_synthetic(embedder, config, work / f"dense-{keep}.faiss",
                                                      [q["question"] for q in gold])
         print("embedding throughput", file=sys.stderr)
-        result["embedding"] = bench_embedding(embedder, config, 48 if args.quick else 200)
-    machine_info = info.pop("machine")
+        result["embedding"] = embedding_rate(embedder, config, 48 if args.quick else 200)
+    del info["machine"]  # the machine as the run started is result["machine"]
     result |= {**info, "generator": generator.id if generator else None}
-    result["machine"] |= {"platform": machine_info["platform"], "python": machine_info["python"],
-                          "load_average_end": _load()}
+    result["machine"]["load_average_end"] = load_average()
     result["settings"] |= {"n_batch": config.n_batch, "evidence": config.evidence}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["targets"] = targets(result)
@@ -753,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args)
     path = write_results(result, args.out)
     print(render_markdown(result))
-    print(f"results: {path} (and bench-latest.json, bench-latest.md)")
+    print(f"results: {path} (and bench.json; the run's line in history.jsonl)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Load test of the HTTP API (`rag serve`) on loopback: 1, 4 and 16 clients ask at once, each request its own gold
 question; answers per minute, p50/p95 wait, and a check that nothing is lost or mixed up (every answer is its own
-question's). Writes evals/results/api-latest.md.
+question's). Writes evals/results/api.md and api.json, and the run's line in history.jsonl (rag.report).
 
     .venv/bin/python evals/bench_api.py [--url http://127.0.0.1:8000 --key KEY] [--requests N] [--clients 1,4,16]
 
@@ -21,15 +21,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
-from bench import gold_questions, machine
 
-from rag.config import PACKAGE_ROOT
-from rag.evaluate import _table, percentile
+from rag.benchmarks import free_port, gold_questions, running
+from rag.metrics import percentile
+from rag.report import commit, machine, table, write_report
 
-sys.path.insert(0, str(PACKAGE_ROOT / "tests"))
-from conftest import free_port, running  # noqa: E402  the test helpers that start and stop a server process
-
-RESULTS = PACKAGE_ROOT / "evals" / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+GOLD = [HERE / "gold-dev.jsonl", HERE / "gold-test.jsonl"]
 LIMIT = 900  # seconds one level may take: requests not begun by then are counted as 'skipped'
 TIMEOUT = 600  # seconds a request waits for its answer
 KINDS = ("answered", "mixed", "limited", "failed", "skipped")
@@ -85,34 +84,36 @@ def report(levels: list[dict], url: str, where: str) -> str:
         f"- machine: {where}",
         "- wait: from a request to its answer; mixed: the answer of another question; limited: 429; skipped: not "
         "asked within the time limit", "",
-        *_table(header, rows), "",
+        *table(header, rows), "",
     ])
 
 
 def main() -> None:
-    """Measure every level against the given server, or one started here; write api-latest.md."""
+    """Measure every level against the given server, or one started here; write the report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="a running `rag serve` (default: start one)")
     p.add_argument("--key", default=os.environ.get("RAG_API_KEY", ""), help="its API key (or RAG_API_KEY)")
     p.add_argument("--requests", type=int, default=32, help="questions asked at each level")
     p.add_argument("--clients", default="1,4,16", help="comma-separated numbers of clients asking at once")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default evals/results)")
     args = p.parse_args()
     clients = tuple(int(n) for n in args.clients.split(","))
-    questions = [q["question"] for q in gold_questions()]
+    questions = [q["question"] for q in gold_questions(GOLD)]
     key = args.key or secrets.token_urlsafe(24)
     port = free_port()
     url = args.url or f"http://127.0.0.1:{port}"
     env = {**os.environ, "RAG_API_KEYS": key, "RAG_API_RATE": "0", "RAG_API_PORT": str(port)}  # not in `ps`
-    RESULTS.mkdir(parents=True, exist_ok=True)
     log = Path(tempfile.gettempdir()) / f"rag-serve-{port}.log"
     started = nullcontext() if args.url else running([sys.executable, "-m", "rag", "serve"], f"{url}/readyz", log,
-                                                     timeout=600, env=env, cwd=PACKAGE_ROOT)
+                                                     timeout=600, env=env, cwd=HERE.parent)
     with started:
         levels = measure(url, key, questions, clients, args.requests)
     info = machine()
-    where = f"{info['cpus']} × {info['cpu_model']}, {info['ram_gb']} GB RAM, load average {info['load_average_start']}"
+    where = f"{info['cpus']} × {info['cpu_model']}, {info['ram_gb']} GB RAM, load average {info['load_average']}"
     text = report(levels, url, where)
-    (RESULTS / "api-latest.md").write_text(text, encoding="utf-8")
+    headline = {f"{lv['clients']} clients: answers per minute": lv["per_minute"] for lv in levels}
+    write_report(args.out, "api", text, {"url": url, "machine": info, "levels": levels}, headline,
+                 commit(HERE.parent), info)
     print(text)
 
 

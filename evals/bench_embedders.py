@@ -2,7 +2,7 @@
 the seed articles' chunks (batch sizes x threads, then the best setting on ~200 chunks), projected hours for 10^5
 articles, cosine of each variant's vectors to fp32's, and hybrid (and dense) recall@1/@5 and MRR on the gold set
 (gold-dev + gold-test, questions with sources) and on XQuAD-ar (every paragraph indexed as an article).
-Writes evals/results/embedders-<time>.json, embedders-latest.json and embedders-latest.md.
+Writes evals/results/embedders.md and embedders.json, and the run's line in history.jsonl (rag.report).
 
     .venv/bin/python evals/bench_embedders.py [--quick] [--variants a,b] [--questions N]
 
@@ -14,25 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench import _load, _quiet, bench_embedding, gold_questions, in_subprocess, machine, seed_chunks, timed
 
 from rag.assistant import Assistant
-from rag.config import PACKAGE_ROOT, load_config
+from rag.benchmarks import embedding_rate, gold_questions, in_subprocess, seed_chunks, timed
+from rag.config import load_config
 from rag.embedders import make_embedder
-from rag.evaluate import GOLD_KS, SQUAD_KS, _table, evaluate, squad_questions, summarize_retrieval
+from rag.evaluate import GOLD_KS, SQUAD_KS, evaluate, squad_questions, summarize_retrieval
 from rag.index import build_index, embed_documents
 from rag.models import EXPORTS
+from rag.report import commit, load_average, machine, table, write_report
 from rag.stores import make_store
 
-RESULTS = PACKAGE_ROOT / "evals" / "results"
-XQUAD = PACKAGE_ROOT.parent / "shared" / "benchmarks" / "xquad.ar.json"  # the project's shared/ beside the checkout
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SEEDS = HERE.parent / "seeds"
+GOLD = [HERE / "gold-dev.jsonl", HERE / "gold-test.jsonl"]
+XQUAD = HERE.parent.parent / "shared" / "benchmarks" / "xquad.ar.json"  # the project's shared/ beside the checkout
 BASELINE = "embeddinggemma-300m"
 TARGET_RATE = 15.0  # chunks/s on two cores, the issue's goal
 RECALL_SLACK = 0.01  # hybrid recall@5 may fall this much below fp32's
@@ -40,17 +43,18 @@ RECALL_SLACK = 0.01  # hybrid recall@5 may fall this much below fp32's
 
 def sweep(name: str, threads: int, batches: list[int], chunks: int) -> dict:
     """Load a variant with `threads` threads (0: the library's default) and time embedding at each batch size."""
-    config = load_config(seeds_dir=PACKAGE_ROOT / "seeds", embedder=name, embed_threads=threads)
+    config = load_config(seeds_dir=SEEDS, embedder=name, embed_threads=threads)
     embedder, seconds = timed(make_embedder, config)
     embedder.embed_batch(["تسخين"] * 4, "document")  # warm up: first calls allocate and pick kernels
-    rates = [{"batch": batch, **bench_embedding(embedder, config, chunks, batch)} for batch in batches]
+    rates = [{"batch": batch, **embedding_rate(embedder, config, chunks, batch)} for batch in batches]
     return {"threads": threads, "load_s": round(seconds, 2), "rates": rates}
 
 
 def retrieval(config, embedder, seeds: Path, index: Path, questions: list[dict], ks: tuple[int, ...]) -> dict:
     """Index the articles in seeds with the embedder, retrieve for the questions; recall and MRR per mode."""
     config = config.replace(seeds_dir=seeds, index_dir=index)
-    report = build_index(seeds, make_store(config), embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
+    report = build_index(seeds, make_store(config), embedder, config.chunk_size, config.chunk_overlap,
+                         log=lambda *_: None)
     records = evaluate(Assistant(config, embedder, make_store(config)), questions, ks, [])
     return {"chunks": report.chunks, "index_s": report.seconds, "questions": len(questions),
             **summarize_retrieval(records, ks)}
@@ -59,13 +63,13 @@ def retrieval(config, embedder, seeds: Path, index: Path, questions: list[dict],
 def measure(name: str, threads: int, batch: int, target: int, xquad: Path, sample: int, work: Path) -> dict:
     """The full figures of a variant at its best setting; its vectors of the seed chunks and gold questions are
     saved into work/<name>-{documents,queries}.npy for the cosine to fp32."""
-    config = load_config(seeds_dir=PACKAGE_ROOT / "seeds", embedder=name, embed_threads=threads)
+    config = load_config(seeds_dir=SEEDS, embedder=name, embed_threads=threads)
     embedder, seconds = timed(make_embedder, config)
-    gold = gold_questions()
+    gold = gold_questions(GOLD)
     chunks, _ = seed_chunks(config)
     np.save(work / f"{name}-documents.npy", embed_documents(chunks, embedder, batch))
     np.save(work / f"{name}-queries.npy", embedder.embed_batch([q["question"] for q in gold], "query"))
-    rate = bench_embedding(embedder, config, target, batch)
+    rate = embedding_rate(embedder, config, target, batch)
     result = {"name": name, "id": embedder.id, "backend": type(embedder).__name__, "threads": threads,
               "batch": batch, "load_s": round(seconds, 2), "embedding": rate}
     print(f"{name}: {result['embedding']['chunks_per_s']} chunks/s; gold retrieval", file=sys.stderr)
@@ -78,7 +82,7 @@ def measure(name: str, threads: int, batch: int, target: int, xquad: Path, sampl
         if sample:
             questions = random.Random(0).sample(questions, min(sample, len(questions)))
         result["xquad"] = retrieval(config, embedder, seeds, work / f"{name}-xquad-index", questions, SQUAD_KS)
-    result["load_average"] = _load()
+    result["load_average"] = load_average()
     return result
 
 
@@ -122,9 +126,9 @@ def render_markdown(result: dict) -> str:
     """The report: speed, fidelity and recall per variant, then the sweeps."""
     m, base = result["machine"], result["variants"][0]
     lines = [f"# Embedding backends ({result['created']})", "",
-             f"- machine: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_start']} at start, "
+             f"- machine: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average']} at start, "
              f"{m['load_average_end']} at end (the cores are shared: rates are lower bounds)",
-             f"- commit `{result['commit'][:12]}`; flags {' '.join(result['argv']) or '(none)'}",
+             f"- revision {result['revision']}; flags {' '.join(result['argv']) or '(none)'}",
              f"- gold: the {base['gold']['hybrid']['n']} questions with sources of gold-dev.jsonl and "
              f"gold-test.jsonl over the {base['gold']['chunks']} chunks of seeds/; XQuAD-ar: "
              f"{base.get('xquad', {}).get('questions', 0)} questions over "
@@ -141,30 +145,28 @@ def render_markdown(result: dict) -> str:
                      _figures(gold), _figures(xq) if xq else "–",
                      " ".join(f"{k} {d:+.3f}" for k, d in v["recall@5_vs_fp32"].items()),
                      str(e["load_average"]), "yes" if v["meets_target"] else "no"])
-    lines += _table(["variant", "load (s)", "threads / batch", "chunks/s", "hours for 10^5 articles",
-                     "cosine to fp32, documents (mean / min)", "queries (mean / min)",
-                     "gold hybrid R@1 / R@5 / MRR", "XQuAD hybrid R@1 / R@5 / MRR", "R@5 vs fp32", "load average",
-                     "meets target"], rows)
+    lines += table(["variant", "load (s)", "threads / batch", "chunks/s", "hours for 10^5 articles",
+                    "cosine to fp32, documents (mean / min)", "queries (mean / min)",
+                    "gold hybrid R@1 / R@5 / MRR", "XQuAD hybrid R@1 / R@5 / MRR", "R@5 vs fp32", "load average",
+                    "meets target"], rows)
     lines += ["", "## Dense-only retrieval (what the embedder alone finds)", ""]
-    lines += _table(["variant", "gold dense R@1 / R@5 / MRR", "XQuAD dense R@1 / R@5 / MRR"],
-                    [[v["name"], *(_figures(v[w]["dense"]) if w in v else "–" for w in ("gold", "xquad"))]
-                     for v in result["variants"]])
+    lines += table(["variant", "gold dense R@1 / R@5 / MRR", "XQuAD dense R@1 / R@5 / MRR"],
+                   [[v["name"], *(_figures(v[w]["dense"]) if w in v else "–" for w in ("gold", "xquad"))]
+                    for v in result["variants"]])
     lines += ["", "## Sweep (chunks/s on the seed chunks; threads 0 = the library's default)", ""]
-    lines += _table(["variant", "threads", "batch", "chunks/s", "load average"],
-                    [[v["name"], s["threads"], r["batch"], r["chunks_per_s"], str(r["load_average"])]
-                     for v in result["variants"] for s in v["sweep"] for r in s["rates"]])
+    lines += table(["variant", "threads", "batch", "chunks/s", "load average"],
+                   [[v["name"], s["threads"], r["batch"], r["chunks_per_s"], str(r["load_average"])]
+                    for v in result["variants"] for s in v["sweep"] for r in s["rates"]])
     return "\n".join(lines) + "\n"
 
 
 def write_results(result: dict, out: Path) -> Path:
-    """embedders-<time>.json, embedders-latest.json and embedders-latest.md in out; the first one's path."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"embedders-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
-    path.write_text(text, encoding="utf-8")
-    (out / "embedders-latest.json").write_text(text, encoding="utf-8")
-    (out / "embedders-latest.md").write_text(render_markdown(result), encoding="utf-8")
-    return path
+    """The report into out: embedders.md, embedders.json and a line in history.jsonl (each variant's chunks/s and
+    verdict); the report's path."""
+    headline = {v["name"]: {"chunks_per_s": v["embedding"]["chunks_per_s"], "meets_target": v["meets_target"]}
+                for v in result["variants"]}
+    return write_report(out, "embedders", render_markdown(result), result, headline, result["revision"],
+                        result["machine"])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -172,8 +174,7 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     names = [BASELINE, *(n for n in args.variants if n != BASELINE)]
     result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine()}
-    result["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
-                                      text=True).stdout.strip()
+    result["revision"] = commit(HERE.parent)
     with tempfile.TemporaryDirectory(prefix="rag-embedders-") as tmp:
         variants = []
         for name in names:
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> dict:
             v["cosine"] = cosines(Path(tmp), v["name"])
     judge(variants)
     result["variants"] = variants
-    result["machine"]["load_average_end"] = _load()
+    result["machine"]["load_average_end"] = load_average()
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args)
     path = write_results(result, args.out)
     print(render_markdown(result))
-    print(f"results: {path} (and embedders-latest.json, embedders-latest.md)")
+    print(f"results: {path} (and embedders.json; the run's line in history.jsonl)")
 
 
 if __name__ == "__main__":

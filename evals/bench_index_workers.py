@@ -1,12 +1,12 @@
 """Throughput of a shared pgvector build (setting index_batch): the same articles indexed by 1, then 2, `rag index`
 workers started at once against one PostgreSQL server. Articles per second from the start of the first worker to
 the end of the last (process start, model loading and publishing included) and the chunks each worker embedded.
-Writes evals/results/index-workers-latest.md.
+Writes evals/results/index-workers.md and index-workers.json, and the run's line in history.jsonl (rag.report).
 
-    .venv/bin/python evals/bench_index_workers.py [--dsn DSN] [--embedder hash:] [--articles 60] [--workers 1,2]
+    .venv/bin/python evals/bench_index_workers.py [--dsn DSN] [--embedder NAME] [--articles 60] [--workers 1,2]
 
-The articles are copies of seeds/, each made distinct. The default embedder, the tests' hash embedder, measures the
-queue and the publish step only (a smoke test): --embedder embeddinggemma-300m-openvino-w8 measures real embedding.
+The articles are copies of seeds/, each made distinct. The workers use the configured embedder unless --embedder
+names one (the tests run them with their hash embedder, which measures the queue and the publish step only).
 All workers run on this machine: they share its cores, so 2 workers gain only what one left idle (see the report).
 Each worker count builds into a schema of its own, dropped afterwards.
 """
@@ -20,24 +20,36 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from bench import machine
-
-from rag.config import PACKAGE_ROOT
-from rag.evaluate import _table
+from rag.report import commit, machine, table, write_report
 from rag.stores.pgvector import PgVectorStore, shown_dsn
 
-sys.path.insert(0, str(PACKAGE_ROOT / "tests"))
-from conftest import RAG_MAIN, pg_schema  # noqa: E402  `rag` with the tests' fake embedders; a schema of its own
-
-RESULTS = PACKAGE_ROOT / "evals" / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RAG = [sys.executable, "-m", "rag"]
 TIMEOUT = 3600  # seconds one build may take
+
+
+@contextmanager
+def pg_schema(dsn: str) -> Iterator[str]:
+    """The name of a new schema in the database of dsn, dropped afterwards."""
+    import psycopg
+
+    name = f"rag_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def corpus(folder: Path, n: int) -> Path:
     """n articles in folder: the repository's seed articles over and over, each copy made distinct by a last line."""
-    sources = sorted((PACKAGE_ROOT / "seeds").glob("*.txt"))
+    sources = sorted((HERE.parent / "seeds").glob("*.txt"))
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         source = sources[i % len(sources)]
@@ -46,11 +58,13 @@ def corpus(folder: Path, n: int) -> Path:
     return folder
 
 
-def build(dsn: str, schema: str, seeds: Path, embedder: str, workers: int, batch: int) -> tuple[float, list[int]]:
-    """Seconds for `workers` processes of `rag index` to build seeds into schema, and the chunks each embedded."""
-    env = {**os.environ, "RAG_EMBEDDER": embedder, "RAG_STORE": "pgvector", "RAG_PG_DSN": dsn,  # other settings:
-           "RAG_PG_SCHEMA": schema, "TQDM_DISABLE": "1", "PYTHONPATH": str(PACKAGE_ROOT)}  # the caller's
-    args = [sys.executable, "-c", RAG_MAIN, "--seeds-dir", str(seeds), "--index-batch", str(batch), "index"]
+def build(dsn: str, schema: str, seeds: Path, embedder: str, workers: int, batch: int,
+          command: list[str]) -> tuple[float, list[int]]:
+    """Seconds for `workers` processes of `rag index` (command: how `rag` is started) to build seeds into schema,
+    and the chunks each embedded; embedder '' keeps the configured one."""
+    env = {**os.environ, "RAG_STORE": "pgvector", "RAG_PG_DSN": dsn, "RAG_PG_SCHEMA": schema,  # other settings:
+           "TQDM_DISABLE": "1", "PYTHONPATH": str(HERE.parent)} | ({"RAG_EMBEDDER": embedder} if embedder else {})
+    args = [*command, "--seeds-dir", str(seeds), "--index-batch", str(batch), "index"]
     started = time.perf_counter()
     processes = [subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(workers)]
@@ -64,13 +78,14 @@ def build(dsn: str, schema: str, seeds: Path, embedder: str, workers: int, batch
     return seconds, [int(re.search(r"embedded (\d+) chunks", out).group(1)) for out in outs]
 
 
-def measure(dsn: str, seeds: Path, embedder: str, workers: tuple[int, ...], batch: int) -> list[dict]:
+def measure(dsn: str, seeds: Path, embedder: str, workers: tuple[int, ...], batch: int,
+            command: list[str] = RAG) -> list[dict]:
     """One row per number of workers: a fresh build of seeds, its time and throughput."""
     articles = len(list(seeds.iterdir()))
     rows = []
     for n in workers:
         with pg_schema(dsn) as schema:
-            seconds, embedded = build(dsn, schema, seeds, embedder, n, batch)
+            seconds, embedded = build(dsn, schema, seeds, embedder, n, batch, command)
             chunks = PgVectorStore(dsn, schema).count()
         rows.append({"workers": n, "articles": articles, "chunks": chunks, "seconds": round(seconds, 2),
                      "articles_per_s": round(articles / seconds, 2), "embedded": embedded})
@@ -80,18 +95,19 @@ def measure(dsn: str, seeds: Path, embedder: str, workers: tuple[int, ...], batc
 def report(rows: list[dict], embedder: str, batch: int) -> str:
     """The Markdown report."""
     one = rows[0]["articles_per_s"]
-    table = [[r["workers"], r["articles"], r["chunks"], r["seconds"], r["articles_per_s"],
+    cells = [[r["workers"], r["articles"], r["chunks"], r["seconds"], r["articles_per_s"],
               f"{r['articles_per_s'] / one:.2f}x", " / ".join(map(str, r["embedded"]))] for r in rows]
     info = machine()
     return "\n".join([
         f"# Shared pgvector build: 1 and more workers ({time.strftime('%Y-%m-%dT%H:%M:%S%z')})", "",
-        f"- `evals/bench_index_workers.py {' '.join(sys.argv[1:])}`: embedder `{embedder}`, index_batch {batch}",
+        f"- `evals/bench_index_workers.py {' '.join(sys.argv[1:])}`: embedder `{embedder or 'configured'}`, "
+        f"index_batch {batch}",
         f"- machine: {info['cpus']} × {info['cpu_model']}, {info['ram_gb']} GB RAM, load average "
-        f"{info['load_average_start']}; the PostgreSQL server on the same machine",
+        f"{info['load_average']}; the PostgreSQL server on the same machine",
         "- time: from the first worker's start to the last one's end, process start, model loading and the publish "
         "step (HNSW and term index of the whole version, by one worker) included", "",
-        *_table(["workers", "articles", "chunks", "seconds", "articles/s", "speed-up", "chunks embedded by each"],
-                table), "",
+        *table(["workers", "articles", "chunks", "seconds", "articles/s", "speed-up", "chunks embedded by each"],
+               cells), "",
         "All workers share this machine's cores, and an embedding model already uses every core it is given: a "
         "second worker here gains only what one left idle (waits on the server, the serial parts of a batch). On "
         "separate machines each worker brings its own cores, and the embedding part, nearly all of a real build, "
@@ -101,15 +117,15 @@ def report(rows: list[dict], embedder: str, batch: int) -> str:
 
 
 def main() -> None:
-    """Measure each number of workers; write index-workers-latest.md."""
+    """Measure each number of workers; write the report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dsn", default=os.environ.get("RAG_PG_DSN") or os.environ.get("RAG_TEST_PG_DSN"),
                    help="the PostgreSQL server (default: RAG_PG_DSN or RAG_TEST_PG_DSN)")
-    p.add_argument("--embedder", default="hash:", help="embedder setting of the workers (default: the tests' hash "
-                   "embedder, a smoke test)")
+    p.add_argument("--embedder", default="", help="embedder setting of the workers (default: the configured one)")
     p.add_argument("--articles", type=int, default=60, help="articles to index (copies of seeds/)")
     p.add_argument("--workers", default="1,2", help="comma-separated numbers of workers")
     p.add_argument("--batch", type=int, default=4, help="index_batch: articles a worker claims at a time")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default evals/results)")
     args = p.parse_args()
     if not args.dsn:
         p.error("no PostgreSQL server: pass --dsn or set RAG_PG_DSN (`make pg` starts one)")
@@ -118,8 +134,10 @@ def main() -> None:
         seeds = corpus(Path(folder) / "seeds", args.articles)
         rows = measure(args.dsn, seeds, args.embedder, tuple(int(n) for n in args.workers.split(",")), args.batch)
     text = report(rows, args.embedder, args.batch)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "index-workers-latest.md").write_text(text, encoding="utf-8")
+    info = machine()
+    headline = {f"{r['workers']} workers: articles per second": r["articles_per_s"] for r in rows}
+    write_report(args.out, "index-workers", text, {"embedder": args.embedder, "batch": args.batch, "rows": rows},
+                 headline, commit(HERE.parent), info)
     print(text)
 
 

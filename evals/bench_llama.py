@@ -2,7 +2,7 @@
 off, and with cores or cores - 1 threads (writing and reading the prompt, or cores - 1 writing and cores reading),
 on a quiet machine and while another process keeps one core busy; whole answers to gold dev questions for each.
 Each setting runs in a fresh process, one at a time, its runs interleaved with the others'. Needs `make index`.
-Writes evals/results/llama-cpu-latest.md.
+Writes evals/results/llama-cpu.md and llama-cpu.json, and the run's line in history.jsonl (rag.report).
 
     .venv/bin/python evals/bench_llama.py [--runs 3] [--generate 32]
 """
@@ -19,11 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from rag.config import PACKAGE_ROOT, load_config, usable_cores
+from rag.config import load_config, usable_cores
 from rag.models import resolve
+from rag.report import commit, machine, table, write_report
 
-RESULTS = PACKAGE_ROOT / "evals" / "results"
-PROMPT_FILE = PACKAGE_ROOT / "seeds"  # the prompt: the start of the seed articles, cut to about 500 tokens
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PROMPT_FILE = HERE.parent / "seeds"  # the prompt: the start of the seed articles, cut to about 500 tokens
 PROMPT_TOKENS = 500
 
 
@@ -59,11 +61,11 @@ def answers(threads: int, threads_batch: int, questions: int) -> dict:
     """Whole answers in this process: the assistant over the built index, warmed up, asked the first answerable
     questions of the gold dev split; the median answer time."""
     from rag.assistant import Assistant
+    from rag.evaluate import load_gold
 
     assistant = Assistant.load(load_config(n_threads=threads, n_threads_batch=threads_batch))
     assistant.warm_up()
-    rows = [json.loads(line) for line in (PACKAGE_ROOT / "evals" / "gold-dev.jsonl").read_text().splitlines()]
-    asked = [r["question"] for r in rows if r["answerable"]][:questions]
+    asked = [q["question"] for q in load_gold(HERE / "gold-dev.jsonl") if q["answerable"]][:questions]
     return {"answer_s": statistics.median(assistant.ask(q).timings["total"] for q in asked)}
 
 
@@ -92,13 +94,20 @@ def cpu() -> str:
     return f"{name}, {os.cpu_count()} cores ({', '.join(f for f in wanted if f in flags)})"
 
 
+def against(figures: dict, base: dict, name: str, digits: int) -> list[str]:
+    """A median and its ratio to the baseline's, as table cells ('–' when the setting did not measure it)."""
+    if name not in figures:
+        return ["–", "–"]
+    return [f"{figures[name]:.{digits}f}", f"{figures[name] / base[name]:.2f}"]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure every setting `runs` times, interleaved, and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--generate", type=int, default=32, help="tokens written per run")
     parser.add_argument("--questions", type=int, default=8, help="gold dev questions answered per run")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default evals/results)")
     args = parser.parse_args(argv)
     config = load_config()
     path = resolve(config.generator, config.models_dir, "generator")
@@ -120,9 +129,11 @@ def main(argv: list[str] | None = None) -> None:
                 speeds |= run_one("answers", threads, threads_batch, args.questions, busy=busy)
             runs[label].append(speeds)
             print(f"run {n + 1}: {label}: {runs[label][-1]}", flush=True)
-    base = runs[settings[0][0]]
-    base_prompt = statistics.median(r["prompt_tps"] for r in base)
-    base_write = statistics.median(r["write_tps"] for r in base)
+    medians = {label: {name: statistics.median(r[name] for r in rows) for name in rows[0]}
+               for label, rows in runs.items()}
+    base = medians[settings[0][0]]
+    rows = [[label, *against(m, base, "prompt_tps", 1), *against(m, base, "write_tps", 1),
+             *against(m, base, "answer_s", 2)] for label, m in medians.items()]
     lines = [
         "# llama.cpp on this CPU", "",
         f"`.venv/bin/python evals/bench_llama.py --runs {args.runs} --generate {args.generate}`: {path.name}, "
@@ -132,21 +143,13 @@ def main(argv: list[str] | None = None) -> None:
         f"Answers: the median time of a whole answer (retrieval, evidence, the reader's passes) to the first "
         f"{args.questions} answerable questions of the gold dev split, the assistant warmed up; medians of the runs.",
         "",
-        "| setting | prompt tokens/s | × baseline | writing tokens/s | × baseline | answer s | × baseline |",
-        "|---|---|---|---|---|---|---|",
+        *table(["setting", "prompt tokens/s", "× baseline", "writing tokens/s", "× baseline", "answer s",
+               "× baseline"], rows),
     ]
-    base_answer = statistics.median(r["answer_s"] for r in base)
-    for label, *_ in settings:
-        prompt = statistics.median(r["prompt_tps"] for r in runs[label])
-        write = statistics.median(r["write_tps"] for r in runs[label])
-        answer = (f"{statistics.median(r['answer_s'] for r in runs[label]):.2f} | "
-                  f"{statistics.median(r['answer_s'] for r in runs[label]) / base_answer:.2f}"
-                  if "answer_s" in runs[label][0] else "– | –")
-        lines.append(f"| {label} | {prompt:.1f} | {prompt / base_prompt:.2f} | {write:.1f} | "
-                     f"{write / base_write:.2f} | {answer} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "llama-cpu-latest.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    write_report(args.out, "llama-cpu", text, {"model": path.name, "runs": runs, "medians": medians}, medians,
+                 commit(HERE.parent), machine())
+    print(text)
 
 
 if __name__ == "__main__":

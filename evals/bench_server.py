@@ -1,6 +1,7 @@
 """Load benchmark of the answer model on a server: N chat sessions ask at once through the Gradio UI (`rag ui`, a
 separate process), the UI answering with the model in-process, then through an OpenAI-compatible server; and the
-cost of the server's span-copying grammar. Writes evals/results/server-<time>.json and server-latest.md.
+cost of the server's span-copying grammar. Writes evals/results/server.md and server.json, the run's line in
+history.jsonl and each session's record in runs/ (rag.report).
 
     .venv/bin/python evals/bench_server.py [--quick] [--sessions N] [--model NAME] [--server URL] [--parallel N]
 
@@ -11,7 +12,6 @@ Without --server it starts `python -m llama_cpp.server` (one answer at a time); 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,19 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from bench import _load, gold_questions, machine
-
+from rag.benchmarks import free_port, gold_questions, running
 from rag.chunk import sentence_spans
-from rag.config import PACKAGE_ROOT, Config, load_config
-from rag.evaluate import _table, percentile
+from rag.config import Config, load_config
 from rag.generators import make_generator
 from rag.generators.openai import span_grammar
+from rag.metrics import percentile
 from rag.models import resolve
+from rag.report import commit, load_average, machine, table, write_report
 
-sys.path.insert(0, str(PACKAGE_ROOT / "tests"))
-from conftest import free_port, running  # noqa: E402  the test helpers that start and stop a server process
-
-RESULTS = PACKAGE_ROOT / "evals" / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+GOLD = [HERE / "gold-dev.jsonl", HERE / "gold-test.jsonl"]
 LIMIT = 900  # seconds a session waits for its answer
 EVIDENCE_SENTENCES = 8  # for the grammar figures: sentences of about 30 words, as in passages mode
 REPEATS = 3
@@ -76,7 +75,7 @@ def burst(url: str, questions: list[str], model: str) -> dict:
         "sessions": len(sessions), **counts, "everyone_answered": len(done) == len(sessions),
         "seconds": round(elapsed, 1), "answers_per_minute": round(60 * len(done) / elapsed, 2),
         "wait_p50_s": percentile(done, 50), "wait_p95_s": percentile(done, 95), "wait_max_s": max(done, default=None),
-        "load_average": _load(), "records": sessions,
+        "load_average": load_average(), "records": sessions,
     }
 
 
@@ -88,7 +87,7 @@ def ui(config: Config, generator: str, concurrency: int, work: Path) -> Iterator
             "--generator", generator, "--port", str(port), "--concurrency", str(concurrency), "ui"]
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    with running(args, url + "/config", work / f"ui-{port}.log", timeout=300, env=env, cwd=PACKAGE_ROOT):
+    with running(args, url + "/config", work / f"ui-{port}.log", timeout=300, env=env, cwd=HERE.parent):
         warm = ask(url, "متى زار بوتين قطر لأول مرة كرئيس؟", generator, threading.Barrier(1))
         if warm["kind"] not in ("answer", "refusal"):
             raise RuntimeError(f"the UI did not answer a first question: {warm['detail']}")
@@ -109,7 +108,7 @@ def llama_cpp_server(model: Path, config: Config, work: Path) -> Iterator[str]:
 def evidence(count: int = EVIDENCE_SENTENCES) -> list[str]:
     """Sentences of 25–35 words from the seed articles, as evidence a reader copies from."""
     found = []
-    for path in sorted((PACKAGE_ROOT / "seeds").glob("*.txt")):
+    for path in sorted((HERE.parent / "seeds").glob("*.txt")):
         text = path.read_text(encoding="utf-8")
         found += [" ".join(text[s:e].split()) for s, e in sentence_spans(text) if 25 <= len(text[s:e].split()) <= 35]
     return found[:count]
@@ -143,21 +142,22 @@ def bench_grammar(config: Config, url: str) -> dict:
         "replies": {name: {"first_s": percentile([r[0] for r in rs], 50), "total_s": percentile([r[1] for r in rs], 50),
                            "pieces": rs[0][2]} for name, rs in rows.items()},
         "note": "extract is not streamed (see rag/generators/openai.py): its first piece comes with the whole reply",
-        "load_average": _load(),
+        "load_average": load_average(),
     }
 
 
 def run(args: argparse.Namespace) -> dict:
     """Index the seeds, then the burst with the in-process model and with the server; the result as one dict."""
     started = time.perf_counter()
-    result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine()}
-    gold = [q["question"] for q in gold_questions() if q["answerable"]]
+    result: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:],
+                    "revision": commit(HERE.parent), "machine": machine()}
+    gold = [q["question"] for q in gold_questions(GOLD) if q["answerable"]]
     questions = [gold[i % len(gold)] for i in range(args.sessions)]
     with tempfile.TemporaryDirectory(prefix="rag-bench-server-") as tmp:
         work = Path(tmp)
-        config = load_config(seeds_dir=PACKAGE_ROOT / "seeds", index_dir=work / "index", generator=args.model)
+        config = load_config(seeds_dir=HERE.parent / "seeds", index_dir=work / "index", generator=args.model)
         subprocess.run([sys.executable, "-m", "rag", "--seeds-dir", str(config.seeds_dir), "--index-dir",
-                        str(config.index_dir), "index"], check=True, cwd=PACKAGE_ROOT)
+                        str(config.index_dir), "index"], check=True, cwd=HERE.parent)
         print(f"in-process {args.model}: {args.sessions} sessions", file=sys.stderr)
         with ui(config, args.model, 1, work) as url:
             result["in_process"] = {"generator": args.model, "ui_concurrency": 1,
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
                                     "ui_concurrency": args.parallel, **burst(url, questions, generator)}
             result["grammar"] = bench_grammar(config, server_url)
     result["model"] = args.model
-    result["machine"]["load_average_end"] = _load()
+    result["machine"]["load_average_end"] = load_average()
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -190,27 +190,28 @@ def render_markdown(result: dict) -> str:
         f"({result['created']})", "",
         f"- `evals/bench_server.py {' '.join(result['argv'])}`, {result['seconds']} s; model `{result['model']}`; "
         f"server `{result['server']['generator']}` ({result['server']['started']})",
-        f"- machine: {m['cpus']} × {m['cpu_model']}, {m['ram_gb']} GB RAM; load average {m['load_average_start']} "
+        f"- machine: {m['cpus']} × {m['cpu_model']}, {m['ram_gb']} GB RAM; load average {m['load_average']} "
         f"at start, {m['load_average_end']} at end (shared cores: latencies are upper bounds)",
         "- wait: from a session's question to its finished answer (or refusal); busy: the UI's queue was full",
-        "", *_table(["figure", *modes], [[f, *(mode[f] for mode in modes.values())] for f in figures]),
+        "", *table(["figure", *modes], [[f, *(mode[f] for mode in modes.values())] for f in figures]),
         "", f"## Span-copying grammar ({g['spans']} evidence sentences, {g['words']} words; server features: "
         f"{', '.join(g['features']) or 'none'})", "",
         f"{g['grammar_rules']} rules, {g['grammar_chars']:,} characters ({g['grammar_bytes']:,} bytes). Median of "
         f"{REPEATS} replies of at most 16 tokens, prompt already cached; {g['note']}.", "",
-        *_table(["reply", "first piece (s)", "whole reply (s)", "pieces"],
-                [[name, r["first_s"], r["total_s"], r["pieces"]] for name, r in g["replies"].items()]),
+        *table(["reply", "first piece (s)", "whole reply (s)", "pieces"],
+               [[name, r["first_s"], r["total_s"], r["pieces"]] for name, r in g["replies"].items()]),
         "",
     ])
 
 
 def write_results(result: dict, out: Path) -> Path:
-    """server-<time>.json and server-latest.md in out; the path of the first."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"server-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    (out / "server-latest.md").write_text(render_markdown(result), encoding="utf-8")
-    return path
+    """The report into out: server.md, server.json (without the sessions' records, which go to runs/) and a line in
+    history.jsonl; the report's path."""
+    result = {**result, **{mode: dict(result[mode]) for mode in ("in_process", "server")}}
+    rows = [{"mode": mode, **r} for mode in ("in_process", "server") for r in result[mode].pop("records")]
+    headline = {f"{mode}: answers per minute": result[mode]["answers_per_minute"] for mode in ("in_process", "server")}
+    return write_report(out, "server", render_markdown(result), result, headline, result["revision"],
+                        result["machine"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args)
     path = write_results(result, args.out)
     print(render_markdown(result))
-    print(f"results: {path} (and server-latest.md)")
+    print(f"results: {path} (and server.json; the run's line in history.jsonl)")
 
 
 if __name__ == "__main__":

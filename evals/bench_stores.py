@@ -2,7 +2,7 @@
 chunks (768-d Gaussian-mixture vectors, Zipf-drawn words): build time, dense and hybrid search p50/p95, recall@10
 against exact search, size on disk, memory (the FAISS process; the PostgreSQL server's processes) and hnsw.ef_search
 values; then recall@k and MRR of both stores with the real embedder on the gold questions and on XQuAD-ar. Writes
-evals/results/stores-<time>.json and stores-latest.md.
+evals/results/stores.md and stores.json, and the run's line in history.jsonl (rag.report).
 
     .venv/bin/python evals/bench_stores.py [--quick] [--sizes 10000,100000,1000000] [--gold FILE] [--dsn DSN]
 
@@ -24,30 +24,27 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from bench import GOLD, MB, _load, _quiet, clustered_vectors, gold_questions, in_subprocess, machine, vocabulary
 
+from rag.article import Article
 from rag.assistant import Assistant
+from rag.benchmarks import clustered_vectors, gold_questions, in_subprocess, vocabulary
 from rag.chunk import Chunk
-from rag.config import PACKAGE_ROOT, Config, load_config
+from rag.config import Config, load_config
 from rag.embedders import Embedder, make_embedder
-from rag.evaluate import (
-    GOLD_KS,
-    SQUAD_KS,
-    _table,
-    evaluate,
-    percentile,
-    squad_questions,
-    summarize_retrieval,
-)
+from rag.evaluate import GOLD_KS, SQUAD_KS, evaluate, squad_questions, summarize_retrieval
 from rag.index import build_index
-from rag.ingest import Article
+from rag.metrics import percentile
 from rag.normalize import terms
+from rag.report import commit, load_average, machine, table, write_report
 from rag.stores import make_store
 from rag.stores.base import DEPTH, FORMAT_VERSION, Store
 from rag.stores.pgvector import PgVectorStore, shown_dsn
 
-RESULTS = PACKAGE_ROOT / "evals" / "results"
-XQUAD = Path("/work/shared/benchmarks/xquad.ar.json")
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+GOLD = [HERE / "gold-dev.jsonl", HERE / "gold-test.jsonl"]
+XQUAD = HERE.parent.parent / "shared" / "benchmarks" / "xquad.ar.json"  # the project's shared/ beside the checkout
+MB = 2**20
 SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000,)
 DIMS = 768
@@ -138,7 +135,7 @@ def bench_faiss(n: int, queries: int, work: Path) -> dict:
     shutil.rmtree(folder)
     return {"store": "faiss", "chunks": n, "index": store.manifest()["dense"]["type"], "build_s": build,
             "load_s": load, **figures, "disk_mb": round(disk / MB, 1), "memory_mb": round(_rss_mb() - before, 1),
-            "memory": "loaded index in the searching process", "truth": truth, "load_average": _load()}
+            "memory": "loaded index in the searching process", "truth": truth, "load_average": load_average()}
 
 
 def server_memory_mb(store: PgVectorStore) -> float | None:
@@ -183,7 +180,7 @@ def bench_pgvector(n: int, queries: int, dsn: str, truth: list[list[int]], build
     return {"store": "pgvector", "chunks": n, "index": store.manifest()["dense"]["type"], "build_s": build,
             **figures, "disk_mb": round(int(disk) / MB, 1), "memory_mb": server_memory_mb(store),
             "memory": "server processes (PSS)", "ef_search": 2 * DEPTH, "ef_search_sweep": sweep,
-            "load_average": _load()}
+            "load_average": load_average()}
 
 
 def bench_scale(sizes: list[int], queries: int, dsn: str, build_settings: dict, hnsw: dict) -> list[dict]:
@@ -224,7 +221,7 @@ def compare_stores(seeds: Path, questions: list[dict], ks: tuple[int, ...], embe
     config = load_config(seeds_dir=seeds)
     out, passages = {}, {}
     for store in (faiss_store(work / "faiss"), pg_store(dsn)):
-        build_index(seeds, store, embedder, config.chunk_size, config.chunk_overlap, log=_quiet)
+        build_index(seeds, store, embedder, config.chunk_size, config.chunk_overlap, log=lambda *_: None)
         records = evaluate(Assistant(config, embedder, store), questions, ks, [])
         out[store.name] = summarize_retrieval(records, ks)
         passages[store.name] = [[p["id"] for p in r["retrieval"]["hybrid"]["passages"]] for r in records]
@@ -239,7 +236,7 @@ def bench_retrieval(args: argparse.Namespace, dsn: str) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="rag-bench-stores-") as tmp:
         print("retrieval: gold questions", file=sys.stderr)
-        out["gold"] = compare_stores(PACKAGE_ROOT / "seeds", gold_questions(args.gold)[:limit], GOLD_KS, embedder, dsn,
+        out["gold"] = compare_stores(HERE.parent / "seeds", gold_questions(args.gold)[:limit], GOLD_KS, embedder, dsn,
                                      Path(tmp) / "gold")
         if args.xquad.exists():
             print("retrieval: XQuAD-ar", file=sys.stderr)
@@ -260,34 +257,34 @@ def render_markdown(result: dict) -> str:
     s = result["settings"]
     lines = [f"# Search stores: pgvector and FAISS ({result['created']})", "",
              f"Machine: {result['machine']['cpus']} CPUs, {result['machine']['cpu_model']}, "
-             f"{result['machine']['ram_gb']} GB; load {result['machine']['load_average_start']}. PostgreSQL "
+             f"{result['machine']['ram_gb']} GB; load {result['machine']['load_average']}. PostgreSQL "
              f"{s['server_version']}, pgvector {s['pgvector']}, shared_buffers {s['shared_buffers']}; HNSW m "
              f"{s['hnsw_m']}, ef_construction {s['hnsw_ef_construction']}, built with {s['build']}.", "",
              f"## Synthetic chunks ({DIMS}-d Gaussian mixture, {TERMS_PER_CHUNK} Zipf-drawn words of {VOCABULARY:,} "
              f"each; {result['queries']} one-question searches for {K} passages, depth {DEPTH}, questions of "
              f"{QUESTION_TERMS} words, one of them among the 100 most frequent)", ""]
-    lines += _table(["chunks", "store", "dense index", "build (s)", "dense p50 / p95 (ms)", "hybrid p50 / p95 (ms)",
-                     f"recall@{K}", "disk (MB)", "memory (MB)", "load"],
-                    [[f"{r['chunks']:,}", r["store"], r["index"], r["build_s"],
-                      f"{r['dense_ms_p50']} / {r['dense_ms_p95']}", f"{r['hybrid_ms_p50']} / {r['hybrid_ms_p95']}",
-                      r[f"recall@{K}"], r["disk_mb"], f"{r['memory_mb']} ({r['memory']})", r["load_average"]]
-                     for r in result["scale"]])
+    lines += table(["chunks", "store", "dense index", "build (s)", "dense p50 / p95 (ms)", "hybrid p50 / p95 (ms)",
+                    f"recall@{K}", "disk (MB)", "memory (MB)", "load"],
+                   [[f"{r['chunks']:,}", r["store"], r["index"], r["build_s"],
+                     f"{r['dense_ms_p50']} / {r['dense_ms_p95']}", f"{r['hybrid_ms_p50']} / {r['hybrid_ms_p95']}",
+                     r[f"recall@{K}"], r["disk_mb"], f"{r['memory_mb']} ({r['memory']})", r["load_average"]]
+                    for r in result["scale"]])
     sweeps = [(r["chunks"], row) for r in result["scale"] if r["store"] == "pgvector"
               for row in [{"ef_search": r["ef_search"], **r}, *r["ef_search_sweep"]]]
     lines += ["", "### hnsw.ef_search (the store sets max(server setting, 2 x depth))", ""]
-    lines += _table(["chunks", "ef_search", f"recall@{K}", "dense p50 / p95 (ms)", "hybrid p50 / p95 (ms)"],
-                    [[f"{n:,}", row["ef_search"], row[f"recall@{K}"], f"{row['dense_ms_p50']} / {row['dense_ms_p95']}",
-                      f"{row['hybrid_ms_p50']} / {row['hybrid_ms_p95']}"] for n, row in sweeps])
+    lines += table(["chunks", "ef_search", f"recall@{K}", "dense p50 / p95 (ms)", "hybrid p50 / p95 (ms)"],
+                   [[f"{n:,}", row["ef_search"], row[f"recall@{K}"], f"{row['dense_ms_p50']} / {row['dense_ms_p95']}",
+                     f"{row['hybrid_ms_p50']} / {row['hybrid_ms_p95']}"] for n, row in sweeps])
     for name, part in result["retrieval"].items():
         lines += ["", f"## Retrieval on {name} ({part['questions']} questions, real embedder): hybrid passages the "
                   f"same in both stores for {part['same_hybrid_passages']:.1%} of the questions", ""]
         ks = [key for key in next(iter(part["stores"]["faiss"].values())) if key.startswith("recall@")]
-        lines += _table(["store", "mode", *ks, "MRR"],
-                        [[store, mode, *(m[k] for k in ks), m["mrr"]]
-                         for store, modes in part["stores"].items() for mode, m in modes.items()])
+        lines += table(["store", "mode", *ks, "MRR"],
+                       [[store, mode, *(m[k] for k in ks), m["mrr"]]
+                        for store, modes in part["stores"].items() for mode, m in modes.items()])
     lines += ["", "## Targets at the largest size (pgvector)", ""]
-    lines += _table(["target", "goal", "measured"],
-                    [[t["target"], t["goal"], t["measured"]] for t in result["targets"]])
+    lines += table(["target", "goal", "measured"],
+                   [[t["target"], t["goal"], t["measured"]] for t in result["targets"]])
     return "\n".join(lines) + "\n"
 
 
@@ -345,7 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     build = {"maintenance_work_mem": args.maintenance_work_mem,
              "max_parallel_maintenance_workers": args.parallel_workers}
     started = time.perf_counter()
-    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "machine": machine(),
+    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "revision": commit(HERE.parent),
+              "machine": machine(),
               "server": shown_dsn(args.dsn), "queries": queries,
               "settings": {**server_settings(args.dsn), "hnsw_m": args.hnsw_m,
                            "hnsw_ef_construction": args.hnsw_ef_construction,
@@ -358,12 +356,11 @@ def main(argv: list[str] | None = None) -> None:
         drop_schema(args.dsn)
     result["targets"] = targets(result)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"stores-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    (args.out / "stores-latest.md").write_text(render_markdown(result), encoding="utf-8")
+    headline = {t["target"]: t["measured"] for t in result["targets"]}
+    path = write_report(args.out, "stores", render_markdown(result), result, headline, result["revision"],
+                        result["machine"])
     print(render_markdown(result))
-    print(f"results: {path} (and stores-latest.md)")
+    print(f"results: {path} (and stores.json; the run's line in history.jsonl)")
 
 
 if __name__ == "__main__":

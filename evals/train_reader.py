@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rag.assistant import Assistant
-from rag.config import CACHE_DIR, PACKAGE_ROOT, load_config
+from rag.config import CACHE_DIR, load_config
 from rag.evaluate import load_gold
 from rag.generators import make_generator
 from rag.reading.train import (
@@ -35,7 +35,7 @@ from rag.reading.train import (
 )
 
 HERE = Path(__file__).resolve().parent
-SHARED = PACKAGE_ROOT.parent / "shared"
+SHARED = HERE.parent.parent / "shared"  # the project's shared/ beside the checkout
 SETS = {  # name: (data file, ids file)
     "arcd": (SHARED / "data" / "arcd-train.json", HERE / "splits" / "arcd-train.ids"),
     "tydi": (SHARED / "benchmarks" / "tydiqa_goldp_arabic_dev.json", HERE / "splits" / "tydi-ar-train.ids"),
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--false-refusals", type=float, default=0.05, help="the threshold refuses at most this "
                                                                              "share of answerable questions")
-    parser.add_argument("--out", type=Path, default=PACKAGE_ROOT / "rag" / "data" / "selector.json")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "rag" / "data" / "selector.json")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR / "reader")
     args = parser.parse_args()
     started = time.perf_counter()

@@ -9,13 +9,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rag.answer_types import DATE, LIST, YESNO, answer_type
+from rag.article import Article
 from rag.cite import Citation, is_instruction
 from rag.config import Config, load_config
 from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
 from rag.evidence import Evidence, rank_sentences, select, whole_passages
 from rag.generators import Generator, make_generator
-from rag.ingest import Article
 from rag.normalize import is_arabic, normalize, terms
 from rag.prompts import load_prompt, load_strings
 from rag.questions import check_question, rewrite_followup
@@ -37,7 +37,7 @@ class Stage:
 
     @property
     def label(self) -> str:
-        """What the user is shown (rag/prompts/stages.toml)."""
+        """What the user is shown (prompts/stages.toml)."""
         return load_strings("stages")[self.name]
 
 

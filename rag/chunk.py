@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from rag.ingest import Article
+from rag.article import Article
 
 # Paragraphs first, then lines, then Arabic and Latin sentence ends, then clause marks, then words.
 SEPARATORS = ["\n\n", "\n", ". ", "؟", "?", "!", "؛", "،", ", ", " ", ""]

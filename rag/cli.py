@@ -35,6 +35,7 @@ def _question(words: list[str]) -> str:
 
 
 def cmd_models(args, config: Config) -> None:
+    from rag.embedders.export import pull_export
     from rag.generators import GENERATORS
     from rag.models import EXPORTS, MODELS, pull
     from rag.plugins import parse
@@ -43,7 +44,9 @@ def cmd_models(args, config: Config) -> None:
     names = args.names or [config.embedder, config.generator, *[n for n in MODELS if n not in
                                                                 (config.embedder, config.generator)]]
     for name in names:
-        if name in MODELS or name in EXPORTS:
+        if name in EXPORTS:
+            pull_export(EXPORTS[name], config.models_dir, CACHE_DIR / "downloads")
+        elif name in MODELS:
             pull(name, config.models_dir, CACHE_DIR / "downloads")
         elif args.names:
             raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS | EXPORTS)}")
@@ -166,16 +169,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="start the HTTP API (OpenAI-compatible chat completions) on 127.0.0.1").set_defaults(
         func=cmd_serve)
     ev = sub.add_parser("eval", help="evaluate on gold Q&A pairs or a SQuAD-format benchmark")
-    ev.add_argument("--split", choices=("dev", "test"), default="test",
-                    help="the gold split: tune on dev, report test (evals/gold-<split>.jsonl)")
-    ev.add_argument("--gold", type=Path, help="a gold file of your own, one JSON question per line (see README)")
+    ev.add_argument("--gold", type=Path, help="gold questions, one JSON question per line (see README): "
+                    "evals/gold-dev.jsonl to tune on, evals/gold-test.jsonl to report, or a file of your own")
     ev.add_argument("--squad", type=Path, help="a SQuAD-format JSON file to index and evaluate on")
     ev.add_argument("--gold-passage", action="store_true",
                     help="with --squad: the reader gets each question's own paragraph (reader-only figures)")
     ev.add_argument("--ids", type=Path, help="with --squad: answer only questions with these ids (one a line: a "
                     "held-out split, e.g. evals/splits/tydi-ar-heldout.ids)")
     ev.add_argument("--sample", metavar="N", default=50, help="questions answered by the model in --squad mode")
-    ev.add_argument("--out", type=Path, default=Path("evals/results"), help="folder the results are written to")
+    ev.add_argument("--out", type=Path, help="folder the report is written to (required; e.g. evals/results)")
     ev.add_argument("--retrieval-only", action="store_true", help="score retrieval only, without the model")
     ev.add_argument("--limit", metavar="N", help="only the first N questions")
     ev.set_defaults(func=cmd_eval)

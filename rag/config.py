@@ -15,7 +15,7 @@ from typing import Any
 from rag.errors import RagError
 from rag.files import MB, read_input_text
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the checkout: for the tests only, the package never reads it
 CACHE_DIR = Path(os.environ.get("RAG_CACHE", Path.home() / ".cache" / "arabic-rag"))
 CANDIDATE_SOURCES = ("reply", "copy", "typed", "definition", "clause", "list", "yesno")  # rag.reading.candidates
 MAX_CONFIG_BYTES = 1 * MB  # a rag.toml is a few hundred bytes: anything near this is not one
@@ -46,13 +46,13 @@ class Config:
     pg_dsn: str = setting("", "PostgreSQL connection string for store = pgvector (or RAG_PG_DSN)")
     pg_schema: str = setting("rag", "PostgreSQL schema the pgvector store keeps its tables in")
     # Twice pgvector's defaults (16, 64): at 10^6 chunks recall@10 0.965 instead of 0.752, for builds twice as long
-    # (evals/results/stores-latest.md).
+    # (evals/results/stores.md).
     pg_hnsw_m: int = setting(32, "links per vector in pgvector's HNSW index, 2-100 (more: better recall, slower "
                                  "builds)")
     pg_hnsw_ef_construction: int = setting(128, "candidates kept while building pgvector's HNSW index, from 2 x "
                                                 "pg_hnsw_m to 1000 (more: better recall, slower builds)")
     # EmbeddingGemma with int8 weights run by OpenVINO: 4x the fp32 model's speed on two cores, cosine 0.999 to its
-    # vectors, the same recall (evals/results/embedders-latest.md).
+    # vectors, the same recall (evals/results/embedders.md).
     index_batch: int = setting(0, "store = pgvector: 0 builds alone (one `rag index` at a time); N lets every "
                                   "`rag index` run at once, on any machine, share the build, each claiming N articles "
                                   "at a time")
@@ -92,7 +92,7 @@ class Config:
     # Writing leaves one core free: its threads meet after every small step, so with a thread on every core and one
     # core taken by another program, writing fell to 0.33x; with cores - 1 it stays at 0.60x of a quiet machine's
     # all-core speed. Reading the prompt is long steps that every core speeds up, busy or not: answers take 1.26x
-    # (quiet) and 2.20x (busy) instead of 1.00x and 2.56x (evals/results/llama-cpu-latest.md).
+    # (quiet) and 2.20x (busy) instead of 1.00x and 2.56x (evals/results/llama-cpu.md).
     n_threads: int = setting(factory=lambda: max(1, usable_cores() - 1), help="CPU threads of the local model while "
                              "it writes (default: the cores this process may use, less one)")
     n_threads_batch: int = setting(factory=usable_cores, help="CPU threads of the local model while it reads the "

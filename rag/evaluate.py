@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,13 +15,25 @@ import numpy as np
 
 from rag.assistant import Assistant, check_question
 from rag.chunk import Chunk
-from rag.cite import strip_markers
-from rag.config import PACKAGE_ROOT, Config
+from rag.config import Config
 from rag.embedders import Embedder, make_embedder
 from rag.errors import RagError
 from rag.files import MB, read_input_text
 from rag.generators import Generator
-from rag.normalize import fold_script, normalize, stem, tokens
+from rag.metrics import (
+    citation_scores,
+    contains,
+    exact_match,
+    items_found,
+    mean,
+    percentile,
+    recall_at,
+    reciprocal_rank,
+    short,
+    token_f1,
+)
+from rag.normalize import fold_script
+from rag.report import cell, machine, package_version, table, write_report
 from rag.retrieve import Passage, search
 from rag.rows import row_problem, shape_problem
 
@@ -38,95 +47,6 @@ GOLD_OPTIONAL = {"aliases": [str], "category": str}
 # ... and a SQuAD file: articles of paragraphs, each with its questions and their answers.
 SQUAD_SHAPE = {"data": [{"paragraphs": [{"context": str, "qas": [{"id": str | int, "question": str,
                                                                  "answers": [{"text": str}]}]}]}]}
-
-
-# Scoring: pure functions of texts and source lists.
-
-
-def answer_tokens(text: str) -> list[str]:
-    """Normalized word tokens of an answer, without its [n] citation markers."""
-    return tokens(strip_markers(text))
-
-
-def exact_match(prediction: str, references: Iterable[str]) -> bool:
-    """True when the prediction's tokens equal those of one of the references."""
-    words = answer_tokens(prediction)
-    return bool(words) and any(words == answer_tokens(ref) for ref in references)
-
-
-def _contains_tokens(words: list[str], part: list[str]) -> bool:
-    n = len(part)
-    return n > 0 and any(words[i : i + n] == part for i in range(len(words) - n + 1))
-
-
-def contains(prediction: str, references: Iterable[str]) -> bool:
-    """True when one reference appears word for word in the prediction (light stems: 'وإيران' holds 'إيران')."""
-    words = [stem(t) for t in answer_tokens(prediction)]
-    return any(_contains_tokens(words, [stem(t) for t in answer_tokens(ref)]) for ref in references)
-
-
-def token_f1(prediction: str, references: Iterable[str]) -> float:
-    """SQuAD token F1 on normalized tokens, best over the references."""
-    words = answer_tokens(prediction)
-    best = 0.0
-    for ref in references:
-        gold = answer_tokens(ref)
-        common = sum(min(words.count(t), gold.count(t)) for t in set(gold))
-        if common:
-            precision, recall = common / len(words), common / len(gold)
-            best = max(best, 2 * precision * recall / (precision + recall))
-    return best
-
-
-SHORT_WORDS = 15  # an answer is short with at most max(15, 2 x the reference's) words
-
-
-def short(prediction: str, references: list[str]) -> bool:
-    """True when the prediction is a short answer: at most max(15, twice the reference's) words."""
-    return len(answer_tokens(prediction)) <= max(SHORT_WORDS, 2 * len(answer_tokens(references[0])))
-
-
-def list_items(answer: str) -> list[str]:
-    """The items of a list answer written 'a، b، c' (empty when the answer is not a list)."""
-    items = [item.strip() for item in normalize(answer).split(",") if item.strip()]
-    return items if len(items) > 1 else []
-
-
-def items_found(prediction: str, references: Iterable[str]) -> float | None:
-    """Share of a list answer's items contained in the prediction (best over list references), None if no list."""
-    shares = [sum(contains(prediction, [item]) for item in items) / len(items)
-              for items in map(list_items, references) if items]
-    return max(shares) if shares else None
-
-
-def recall_at(ranked: list[str], gold: list[str], k: int) -> float:
-    """Share of the gold sources found among the first k retrieved sources."""
-    return len(set(ranked[:k]) & set(gold)) / len(set(gold))
-
-
-def reciprocal_rank(ranked: list[str], gold: list[str]) -> float:
-    """1 / rank of the first retrieved passage from a gold source (0 when none is retrieved)."""
-    return next((1 / rank for rank, source in enumerate(ranked, 1) if source in gold), 0.0)
-
-
-def citation_scores(cited: list[str], gold: list[str]) -> tuple[float | None, float | None]:
-    """Article-level (precision, recall) of the cited sources against the gold sources."""
-    cited_set, gold_set = set(cited), set(gold)
-    precision = len(cited_set & gold_set) / len(cited_set) if cited_set else None
-    recall = len(cited_set & gold_set) / len(gold_set) if gold_set else None
-    return precision, recall
-
-
-def mean(values: Iterable[float | bool | None]) -> float | None:
-    """Mean of the values that are not None (None when there are none)."""
-    kept = [float(v) for v in values if v is not None]
-    return round(sum(kept) / len(kept), 4) if kept else None
-
-
-def percentile(values: Iterable[float | None], q: float) -> float | None:
-    """The q-th percentile of the values that are not None."""
-    kept = [v for v in values if v is not None]
-    return round(float(np.percentile(kept, q)), 3) if kept else None
 
 
 # One question: retrieval with every mode, then (optionally) the full answer.
@@ -288,24 +208,19 @@ def failure_reason(record: dict, k: int) -> str | None:
     return ", ".join(reasons) or None
 
 
-def run_info(assistant: Assistant, answered: bool) -> dict:
-    """Commit, models, settings and machine of a run (loads the generator when answers are asked for)."""
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=PACKAGE_ROOT, capture_output=True, text=True)
-        return result.stdout.strip()
-
+def run_info(assistant: Assistant, answered: bool, revision: str | None = None) -> dict:
+    """Revision (a commit given by the caller, else the package's version), models, settings and machine of a run
+    (loads the generator when answers are asked for)."""
     c = assistant.config
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted": [line.split(maxsplit=1)[1] for line in git("status", "--porcelain", "-uno").splitlines()],
+        "revision": revision or package_version(),
         "embedder": assistant.embedder.id,
         "generator": assistant.generator.id if answered else None,
         "settings": {"top_k": c.top_k, "chunk_size": c.chunk_size, "chunk_overlap": c.chunk_overlap,
                      "evidence": c.evidence, "evidence_sentences": c.evidence_sentences, "n_ctx": c.n_ctx,
                      "max_tokens": c.max_tokens, "temperature": c.temperature, "n_threads": c.n_threads,
                      "n_threads_batch": c.n_threads_batch, "n_gpu_layers": c.n_gpu_layers},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(),
     }
 
 
@@ -357,19 +272,6 @@ def summarize(name: str, records: list[dict], ks: tuple[int, ...], info: dict, i
 # Output files.
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows)]
-
-
 def shown_answer(record: dict) -> str:
     """The answer of a record as the report shows it; for a refusal, what the model had said."""
     if "answer" not in record or not record["refused"]:
@@ -378,32 +280,32 @@ def shown_answer(record: dict) -> str:
     return f"(refused; the model said: {raw})" if raw else "(refused before generating)"
 
 
-def render_report(summary: dict, records: list[dict], ks: tuple[int, ...], records_file: str) -> str:
+def render_report(summary: dict, records: list[dict], ks: tuple[int, ...]) -> str:
     """A short Markdown report of a run."""
     k = max(ks)
     settings = ", ".join(f"{key}={value}" for key, value in summary["settings"].items())
-    machine, changed = summary["machine"], summary["uncommitted"]
+    host = summary["machine"]
     lines = [
         f"# Evaluation: {summary['name']}",
         "",
-        f"- {summary['created']}, {summary['questions']} questions, {summary['seconds']} s; "
-        f"commit `{summary['commit'][:12]}`" + (f" + uncommitted changes to {', '.join(changed)}" if changed else ""),
+        f"- {summary['created']}, {summary['questions']} questions, {summary['seconds']} s; {summary['revision']}",
         f"- embedder `{summary['embedder']}`, generator `{summary['generator']}`; {settings}",
-        f"- machine: {machine['cpus']} CPUs, {machine['platform']}, load average at start {machine['load_average']}"
+        f"- machine: {host['cpus']} × {host['cpu_model']}, {host['platform']}, load average at start "
+        f"{host['load_average']}"
         " (the cores are shared: latencies are upper bounds)",
-        f"- per-question records: [{records_file}]({records_file})",
+        f"- per-question records: `runs/{summary['name']}-<time>.jsonl` beside this report",
     ]
     if summary["sources_not_indexed"]:
         lines.append(f"- gold sources missing from the index: {len(summary['sources_not_indexed'])}")
     lines += ["", "## Retrieval (article of the gold answer among the retrieved passages)", ""]
-    lines += _table(["mode", *(f"recall@{k}" for k in ks), "MRR", "questions"],
-                    [[mode, *(m[f"recall@{k}"] for k in ks), m["mrr"], m["n"]]
-                     for mode, m in summary["retrieval"].items()])
+    lines += table(["mode", *(f"recall@{k}" for k in ks), "MRR", "questions"],
+                   [[mode, *(m[f"recall@{k}"] for k in ks), m["mrr"], m["n"]]
+                    for mode, m in summary["retrieval"].items()])
     a = summary["answers"]
     if a:
         lat = a["latency"]
         lines += ["", f"## Answers ({a['answerable']} answerable, {a['unanswerable']} unanswerable)", ""]
-        lines += _table(["metric", "value"], [
+        lines += table(["metric", "value"], [
             ["correct (holds the answer, or every list item, in a short answer)", a["correct"]],
             ["exact match (span)", a["exact"]], ["token F1 (span)", a["f1"]],
             ["contains (lenient: any length)", a["contains"]],
@@ -414,35 +316,37 @@ def render_report(summary: dict, records: list[dict], ks: tuple[int, ...], recor
             ["citations supported by the checker", a["citation_supported"]],
             ["refusal accuracy (unanswerable)", a["refusal_accuracy"]],
             ["false refusal rate (answerable)", a["false_refusal_rate"]],
-            ["first token p50 / p95 (s)", f"{_cell(lat['first_token_p50'])} / {_cell(lat['first_token_p95'])}"],
-            ["total p50 / p95 (s)", f"{_cell(lat['total_p50'])} / {_cell(lat['total_p95'])}"],
+            ["first token p50 / p95 (s)", f"{cell(lat['first_token_p50'])} / {cell(lat['first_token_p95'])}"],
+            ["total p50 / p95 (s)", f"{cell(lat['total_p50'])} / {cell(lat['total_p95'])}"],
         ])
     lines += ["", "## Per category (hybrid retrieval)", ""]
-    lines += _table(["category", "n", f"recall@{k}", "MRR", "correct", "F1", "refused"],
-                    [[name, c["n"], c[f"recall@{k}"], c["mrr"], c["correct"], c["f1"], c["refused"]]
-                     for name, c in summary["categories"].items()])
+    lines += table(["category", "n", f"recall@{k}", "MRR", "correct", "F1", "refused"],
+                   [[name, c["n"], c[f"recall@{k}"], c["mrr"], c["correct"], c["f1"], c["refused"]]
+                    for name, c in summary["categories"].items()])
     failed = [(r, failure_reason(r, k)) for r in records if failure_reason(r, k)]
     lines += ["", f"## Failures ({len(failed)})", ""]
-    lines += _table(["id", "category", "why", "question", "expected", "answer", f"hybrid top {k}"],
-                    [[r["id"], r["category"], why, r["question"], " / ".join(r["answers"]) or "(refuse)",
-                      shown_answer(r),
-                      ", ".join(p["id"] for p in r["retrieval"]["hybrid"]["passages"])] for r, why in failed])
+    lines += table(["id", "category", "why", "question", "expected", "answer", f"hybrid top {k}"],
+                   [[r["id"], r["category"], why, r["question"], " / ".join(r["answers"]) or "(refuse)",
+                     shown_answer(r),
+                     ", ".join(p["id"] for p in r["retrieval"]["hybrid"]["passages"])] for r, why in failed])
     return "\n".join(lines) + "\n"
 
 
+def headline(summary: dict) -> dict:
+    """The figures of a run that its line in the history keeps: hybrid retrieval, and the answers when asked."""
+    k = max(GOLD_KS if "gold" in summary else SQUAD_KS)
+    hybrid, a = summary["retrieval"]["hybrid"], summary["answers"] or {}
+    answers = ("correct", "f1", "exact", "false_refusal_rate", "refusal_accuracy")
+    return {"questions": summary["questions"], "hybrid_recall@1": hybrid["recall@1"],
+            f"hybrid_recall@{k}": hybrid[f"recall@{k}"], "hybrid_mrr": hybrid["mrr"],
+            **{name: a[name] for name in answers if name in a}}
+
+
 def write_results(out: Path, summary: dict, records: list[dict], ks: tuple[int, ...]) -> Path:
-    """Write <name>-<time>.jsonl/.json/.md and <name>-latest.json/.md into out; return the summary path."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{summary['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with open(out / f"{stem}.jsonl", "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    text = json.dumps(summary, ensure_ascii=False, indent=2) + "\n"
-    report = render_report(summary, records, ks, f"{stem}.jsonl")
-    for name in (stem, f"{summary['name']}-latest"):
-        (out / f"{name}.json").write_text(text, encoding="utf-8")
-        (out / f"{name}.md").write_text(report, encoding="utf-8")
-    return out / f"{stem}.json"
+    """The report of a run into out (rag.report.write_report): <name>.md and .json, a line in history.jsonl and
+    the records in runs/; the report's path."""
+    return write_report(out, summary["name"], render_report(summary, records, ks), summary, headline(summary),
+                        summary["revision"], summary["machine"], records)
 
 
 # The two modes.
@@ -473,13 +377,14 @@ def _name(base: str, retrieval_only: bool, limit: int | None) -> str:
 
 
 def run_gold(assistant: Assistant | Callable[[], Assistant], gold: Path, out: Path, retrieval_only: bool = False,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, revision: str | None = None) -> dict:
     """Evaluate the assistant on a gold JSONL file and write the results into out. The assistant may be given as a
-    function that loads it: it is then loaded once the gold file is known to be good."""
+    function that loads it: it is then loaded once the gold file is known to be good. The revision (a commit)
+    defaults to the package's version."""
     started = time.perf_counter()
     questions = load_gold(gold)[:limit]
     assistant = assistant() if callable(assistant) else assistant
-    info = run_info(assistant, not retrieval_only)  # loads the generator first: no load time in the latencies
+    info = run_info(assistant, not retrieval_only, revision)  # loads the generator first: no load time in the latencies
     records = evaluate(assistant, questions, GOLD_KS, [] if retrieval_only else range(len(questions)))
     indexed = assistant.store.manifest()["articles"]
     summary = summarize(_name(Path(gold).stem, retrieval_only, limit), records, GOLD_KS, info, indexed,
@@ -508,7 +413,8 @@ def squad_questions(data: dict, seeds: Path, category: str) -> list[dict]:
 
 def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None = None,
               generator: Generator | None = None, sample: int = 50, limit: int | None = None,
-              seed: int = 0, gold_passage: bool = False, ids: set[str] | None = None) -> dict:
+              seed: int = 0, gold_passage: bool = False, ids: set[str] | None = None,
+              revision: str | None = None) -> dict:
     """Index every paragraph of a SQuAD-format file (a paragraph is an article), retrieve for every question,
     answer a seeded random sample of them (of the questions in ids, when given: a held-out split), from the
     retrieved passages or with gold_passage from the question's own paragraph, as published reader figures are, and
@@ -540,7 +446,7 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
         if ids is not None and not pool:
             raise RagError(f"none of the {len(ids)} ids of the split is a question of {path}")
         asked = sorted(random.Random(seed).sample(pool, min(sample, len(pool))))
-        info = run_info(assistant, bool(asked))
+        info = run_info(assistant, bool(asked), revision)
         info["index"] = {"paragraphs": len(list((work / "seeds").iterdir())), "articles": len(indexed),
                          "chunks": report.chunks, "seconds": report.seconds, "skipped": report.warnings}
         records = evaluate(assistant, questions, SQUAD_KS, asked, reader_only=gold_passage)
@@ -556,15 +462,18 @@ def run_squad(path: Path, out: Path, config: Config, embedder: Embedder | None =
 
 
 def main(args, config: Config) -> None:
-    """`rag eval`: gold mode (default) or --squad mode; prints where the results went and the headline figures."""
+    """`rag eval`: --gold or --squad mode; prints where the results went and the headline figures."""
+    if not args.out:
+        raise RagError("give the folder for the report: --out DIR (e.g. evals/results)")
     if args.squad:
         sample = 0 if args.retrieval_only else args.sample
         ids = None if args.ids is None else set(read_input_text(args.ids, MAX_INPUT_BYTES, "ids file").split())
         summary = run_squad(args.squad, args.out, config, sample=sample, limit=args.limit,
                             gold_passage=args.gold_passage, ids=ids)
+    elif args.gold:
+        summary = run_gold(lambda: Assistant.load(config), args.gold, args.out, args.retrieval_only, args.limit)
     else:
-        gold = args.gold or PACKAGE_ROOT / "evals" / f"gold-{args.split}.jsonl"
-        summary = run_gold(lambda: Assistant.load(config), gold, args.out, args.retrieval_only, args.limit)
+        raise RagError("give the questions: --gold FILE (e.g. evals/gold-test.jsonl) or --squad FILE")
     k = max(SQUAD_KS if args.squad else GOLD_KS)
     for mode, m in summary["retrieval"].items():
         print(f"{mode:>6}: recall@1 {m['recall@1']}, recall@{k} {m[f'recall@{k}']}, MRR {m['mrr']}")
@@ -572,4 +481,4 @@ def main(args, config: Config) -> None:
         a = summary["answers"]
         print(f"answers: correct {a['correct']}, F1 {a['f1']}, exact {a['exact']}, "
               f"false refusals {a['false_refusal_rate']}, refusal accuracy {a['refusal_accuracy']}")
-    print(f"results: {summary['path']} (and {summary['name']}-latest.md)")
+    print(f"results: {summary['path']} (the run's line in history.jsonl, its records in runs/)")

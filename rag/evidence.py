@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from rag.answer_types import DATE, NUMBER, PLACE, fold, spans_of
 from rag.chunk import sentence_spans
-from rag.ingest import arabic_date
+from rag.dates import arabic_date
 from rag.normalize import terms
 from rag.stores.base import Passage
 

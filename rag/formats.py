@@ -14,14 +14,20 @@ from itertools import groupby
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
+from rag.dates import find_dates
 from rag.errors import RagError, require
 from rag.files import MB
-from rag.ingest import MAX_BYTES, find_dates
 
 if TYPE_CHECKING:  # the libraries load only when a file of their kind is read
     from docx.document import Document
     from pypdf import PageObject, PdfReader
 
+# The files read as articles, and the most bytes read of each: plain text (decoded by rag.ingest) and documents
+# (read by READERS below).
+TEXT_SUFFIXES = (".txt", ".md")
+DOCUMENT_SUFFIXES = (".html", ".htm", ".pdf", ".docx")
+SUFFIXES = (*TEXT_SUFFIXES, *DOCUMENT_SUFFIXES)
+MAX_BYTES = {".txt": 5 * MB, ".md": 5 * MB, ".html": 10 * MB, ".htm": 10 * MB, ".pdf": 50 * MB, ".docx": 50 * MB}
 # A Word file unpacks to its XML and its media. The XML is bounded like the text it holds: a few times the largest
 # text file read (markup around every run of text). Media hardly compress, so they unpack to about the file's size.
 MAX_MARKUP_BYTES = 4 * MAX_BYTES[".txt"]

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rag.article import Article
 from rag.chunk import SEPARATORS, Chunk, chunk_article
 from rag.embedders import Embedder
 from rag.errors import RagError
-from rag.ingest import Article, load_articles
+from rag.ingest import load_articles
 from rag.stores.base import FORMAT_VERSION, Store, check_compatible
 
 if TYPE_CHECKING:

@@ -9,16 +9,14 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rag.article import Article
+from rag.dates import find_dates, is_date_only
 from rag.files import MB, read_bounded, read_descriptor
+from rag.formats import MAX_BYTES, READERS, SUFFIXES, TEXT_SUFFIXES
 from rag.normalize import normalize
 
-TEXT_SUFFIXES = (".txt", ".md")
-DOCUMENT_SUFFIXES = (".html", ".htm", ".pdf", ".docx")  # read by rag.formats
-SUFFIXES = (*TEXT_SUFFIXES, *DOCUMENT_SUFFIXES)
-MAX_BYTES = {".txt": 5 * MB, ".md": 5 * MB, ".html": 10 * MB, ".htm": 10 * MB, ".pdf": 50 * MB, ".docx": 50 * MB}
 INDEX_MARKER = "rag-index.json"  # a folder holding this file is an index, never articles
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and line breaks
 MAX_CONTROL_SHARE = 0.05  # text with more control characters than this is binary data
@@ -36,77 +34,13 @@ _BOILERPLATE = re.compile(
 # Matched only on very short lines: a weather crumb or a share button, never a sentence that mentions "°C".
 _CRUMB = re.compile(r"[℃°]|^شارك(ها)?\b|^(share|print|related)\b")
 BOILERPLATE_MAX_WORDS = 16  # a longer line is content, whatever phrase it contains
-_MONTHS = {
-    "يناير": 1, "كانون الثاني": 1, "جانفي": 1, "فبراير": 2, "شباط": 2, "فيفري": 2,
-    "مارس": 3, "اذار": 3, "ابريل": 4, "نيسان": 4, "افريل": 4, "مايو": 5, "ايار": 5, "ماي": 5,
-    "يونيو": 6, "حزيران": 6, "جوان": 6, "يوليو": 7, "تموز": 7, "جويليه": 7, "اغسطس": 8, "اب": 8,
-    "اوت": 8, "سبتمبر": 9, "ايلول": 9, "اكتوبر": 10, "تشرين الاول": 10, "نوفمبر": 11,
-    "تشرين الثاني": 11, "ديسمبر": 12, "كانون الاول": 12,
-}
-_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
-_DATE_WORDS = re.compile(
-    rf"\b(\d{{1,2}})\s+({_MONTH})(?:\s*/\s*(?:{_MONTH}))?\s*,?\s+(?:عام\s+|سنه\s+)?(\d{{4}})\b"
-)
-_DATE_ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-_DATE_DMY = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
-_WEEKDAY = r"(?:اليوم\s+)?(?:السبت|الاحد|الاثنين|الثلاثاء|الاربعاء|الخميس|الجمعه)?"
-_TIME = r"(?:\s*,?\s*\d{1,2}:\d{2}(?::\d{2})?\s*(?:صباحا|مساءا|مساء|am|pm|ص|م)?)?"
-
-
-@dataclass
-class Article:
-    """One source document: cleaned display text plus metadata."""
-
-    id: str  # the file name
-    title: str
-    date: str | None  # ISO yyyy-mm-dd when the page states one
-    text: str  # cleaned, never normalized: this is what users see and what offsets point into
-    sha256: str  # of the raw file bytes
-    format: str = "text"  # text, html, pdf or docx
-
-
-_MONTH_NAMES = ["يناير", "فبراير", "مارس", "أبريل", "مايو", "يونيو", "يوليو", "أغسطس", "سبتمبر", "أكتوبر", "نوفمبر",
-                "ديسمبر"]
-
-
-def arabic_date(iso: str | None) -> str:
-    """'2022-10-12' -> '12 أكتوبر 2022' (how the article's readers, and the model, write a date)."""
-    if not iso:
-        return ""
-    year, month, day = (int(part) for part in iso.split("-"))
-    return f"{day} {_MONTH_NAMES[month - 1]} {year}"
-
-
-def find_dates(line: str) -> list[str]:
-    """ISO dates written in a line, in the order they appear (Arabic month names or numbers)."""
-    norm = normalize(line)
-    found: list[tuple[int, str]] = []
-    for m in _DATE_WORDS.finditer(norm):
-        found.append((m.start(), _iso(m.group(3), _MONTHS[m.group(2)], m.group(1))))
-    for m in _DATE_ISO.finditer(norm):
-        found.append((m.start(), _iso(m.group(1), m.group(2), m.group(3))))
-    for m in _DATE_DMY.finditer(norm):
-        found.append((m.start(), _iso(m.group(3), m.group(2), m.group(1))))
-    return [iso for _, iso in sorted(found) if iso]
-
-
-def _iso(year: str, month: int | str, day: str) -> str:
-    y, mo, d = int(year), int(month), int(day)
-    return f"{y:04d}-{mo:02d}-{d:02d}" if 1 <= mo <= 12 and 1 <= d <= 31 and 1800 < y < 2200 else ""
-
-
-def _is_date_only(line: str) -> bool:
-    """A line that is nothing but a date (and maybe a weekday and a time): page metadata."""
-    rest = _DATE_WORDS.sub(" ", normalize(line))
-    rest = re.sub(_WEEKDAY + _TIME, " ", rest)
-    return bool(find_dates(line)) and len(re.findall(r"\w+", rest)) == 0
 
 
 def _strip_trailing_date(title: str) -> str:
     """'Some headline, اليوم الأربعاء 16 أبريل 2025 06:33 مساءً' -> 'Some headline'."""
     for sep in (",", "،", " - ", "|"):
         head, found, tail = title.rpartition(sep)
-        if found and head.strip() and _is_date_only(tail):
+        if found and head.strip() and is_date_only(tail):
             return head.strip()
     return title
 
@@ -132,7 +66,7 @@ def clean(raw: str) -> tuple[str, str | None, str]:
             words <= 4 and _CRUMB.search(norm)
         ):
             continue
-        if in_header and _is_date_only(bare):
+        if in_header and is_date_only(bare):
             header_dates += [(bool(title), d) for d in find_dates(bare)]
             continue
         if in_header and not title and words >= 3:
@@ -221,8 +155,6 @@ def parse(name: str, data: bytes) -> Article:
         title, date, text = clean(decode_text(data))
         kind = "text"
     else:
-        from rag.formats import READERS
-
         extracted = READERS[suffix](data)
         found_title, date, text = clean(extracted.text)
         title = extracted.title or found_title

@@ -12,12 +12,14 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rag.article import Article
 from rag.config import Config
 from rag.embedders import Embedder
 from rag.errors import RagError
 from rag.files import read_bounded
+from rag.formats import MAX_BYTES, SUFFIXES
 from rag.index import BuildReport, build_index
-from rag.ingest import MAX_BYTES, SUFFIXES, Article, corpus_files, parse
+from rag.ingest import corpus_files, parse
 from rag.stores import Store, make_store
 
 log = logging.getLogger(__name__)

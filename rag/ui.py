@@ -9,94 +9,39 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path, PurePosixPath
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline product: no usage pings, set before import
-import gradio as gr  # noqa: E402
+from typing import TYPE_CHECKING
 
 from rag.assistant import Answer, Assistant, Stage
 from rag.cite import MARKER, Citation
 from rag.config import Config, check_port
 from rag.errors import RagError
-from rag.ingest import MAX_BYTES, MB, SUFFIXES
+from rag.files import MB
+from rag.formats import MAX_BYTES, SUFFIXES
 from rag.library import DELETED, Duplicate, Indexer, Status, add_file, remove_file, sorted_articles
+from rag.models import MODELS
 from rag.normalize import is_arabic
+from rag.prompts import load_strings
 from rag.retrieve import Passage
 from rag.terminal import clean_logs
 
+if TYPE_CHECKING:
+    import gradio as gr
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline product: no usage pings, set before gradio loads
 log = logging.getLogger(__name__)
 
-MODELS = {"qwen2.5-coder-1.5b": "Qwen2.5-Coder 1.5B (أدق)", "qwen2.5-coder-0.5b": "Qwen2.5-Coder 0.5B (أسرع)"}
-EXAMPLES = [
-    "متى زار بوتين قطر لأول مرة كرئيس؟",
-    "من نقل رسالة بوتين الشفهية إلى أمير قطر؟",
-    "أين التقى بوتين بأمير قطر في أكتوبر 2022؟",
-]
-UNEXPECTED = "حدث خطأ غير متوقع أثناء الإجابة. أعد المحاولة، وإن تكرر الخطأ فأبلغ المسؤول عن الخادم."
 CONTEXT = 200  # characters of article text shown on each side of a cited span
 EXCERPT = 300  # characters of a passage shown under a refusal
 MAX_QUEUE = 64  # questions waiting for the model (about 1.5 minutes of answers); beyond it the user is told it is busy
 POLL = 0.5  # seconds between progress updates while the index is built
-FORMATS = {"text": "نص", "html": "صفحة ويب", "pdf": "PDF", "docx": "Word"}
-ORDERS = [("الأحدث أولاً", "date"), ("حسب العنوان", "title")]
 INDEXING = {"concurrency_limit": 4, "concurrency_id": "sources", "show_progress": "hidden"}  # they wait on the build
 FONTS = ["Noto Naskh Arabic", "Noto Sans Arabic", "Segoe UI", "Tahoma", "Geeza Pro", "DejaVu Sans", "sans-serif"]
 PAGE_JS = "() => { document.documentElement.dir = 'rtl'; document.documentElement.lang = 'ar'; }"
-CSS = """
-.gradio-container { width: 100% !important; max-width: 960px !important; margin: 0 auto !important; }
-#header h1 { font-size: 1.6rem; margin: 0; }
-#header p { margin: .2rem 0 0; color: var(--body-text-color-subdued); }
-#chat .msg { font-size: 1.05rem; line-height: 1.9; text-align: start; }
-#chat .stage { color: var(--body-text-color-subdued); animation: rag-pulse 1.4s ease-in-out infinite; }
-@keyframes rag-pulse { 50% { opacity: .45; } }
-#chat a.cite { text-decoration: none; font-weight: 600; color: #1d4ed8; padding: 0 .1em; }
-#chat a.cite.unsupported { color: #b45309; }
-.dark #chat a.cite { color: #93c5fd; }
-.dark #chat a.cite.unsupported { color: #fbbf24; }
-#chat .sources { margin-top: .9rem; display: grid; gap: .6rem; }
-#chat .sources-title { font-size: .85rem; font-weight: 600; color: var(--body-text-color-subdued); }
-#chat .card { border: 1px solid var(--border-color-primary); border-inline-start: 4px solid #1d4ed8;
-  border-radius: 10px; padding: .6rem .85rem; background: var(--background-fill-primary); scroll-margin: 1rem; }
-#chat .card.unsupported { border-inline-start-color: #d97706; background: rgba(251, 191, 36, .08); }
-#chat .card:target { box-shadow: 0 0 0 2px #1d4ed8; }
-#chat .card-head { display: flex; gap: .5rem; align-items: flex-start; font-weight: 600; }
-#chat .num { background: #1d4ed8; color: #fff; border-radius: 999px; min-width: 1.6em; text-align: center;
-  font-size: .8rem; line-height: 1.6em; margin-top: .15em; flex-shrink: 0; }
-#chat .unsupported .num { background: #d97706; }
-#chat .badge { background: #fef3c7; color: #92400e; border: 1px solid #fcd34d; border-radius: 6px;
-  font-size: .75rem; padding: 0 .45em; font-weight: 600; white-space: nowrap; flex-shrink: 0; }
-#chat .meta { color: var(--body-text-color-subdued); font-size: .8rem; margin-top: .15rem; }
-#chat .meta bdi { font-family: ui-monospace, monospace; }
-#chat .passage { margin: .45rem 0 0; font-size: .95rem; line-height: 1.9; color: var(--body-text-color); }
-#chat mark { background: #fde68a; color: #1f2937; border-radius: 3px; padding: 0 .15em; }
-#chat .unsupported mark { background: #fed7aa; }
-#chat .quote { background: rgba(253, 230, 138, .3); border-radius: 3px; }
-#chat .unsupported .quote { background: rgba(254, 215, 170, .3); }
-#chat .refusal > .msg { color: #4b5563; font-style: italic; border-inline-start: 3px solid #9ca3af;
-  padding-inline-start: .7rem; }
-#chat .refusal .card { border-inline-start-color: #9ca3af; }
-#chat .failed { color: #b91c1c; background: rgba(254, 226, 226, .6); border: 1px solid #fecaca; border-radius: 10px;
-  padding: .5rem .8rem; }
-#chat .failed bdi { color: #7f1d1d; }
-#examples button { font-size: .85rem; }
-#sources .note { color: var(--body-text-color-subdued); font-size: .9rem; line-height: 1.8; margin: .2rem 0; }
-#sources .status { display: grid; gap: .4rem; }
-#sources .status ul { margin: 0; padding-inline-start: 1.2rem; line-height: 1.9; }
-#sources .status .added { color: #166534; }
-#sources .status .duplicate, #sources .status .moved { color: #92400e; }
-#sources .status .refused, #sources .status .failed { color: #b91c1c; }
-#sources .building { display: flex; gap: .6rem; align-items: center; }
-#sources progress { flex: 1; max-width: 20rem; accent-color: #1d4ed8; }
-#sources .summary { font-weight: 600; margin-bottom: .4rem; }
-#sources table.articles { width: 100%; border: 0; border-collapse: collapse; font-size: .95rem; }
-#sources .articles tr { border: 0; }
-#sources .articles th { text-align: start; color: var(--body-text-color-subdued); font-size: .8rem; font-weight: 600;
-  border: 0; border-bottom: 2px solid var(--border-color-primary); padding: .35rem .5rem; background: none; }
-#sources .articles td { border: 0; border-bottom: 1px solid var(--border-color-primary); padding: .45rem .5rem;
-  vertical-align: top; }
-#sources .articles td.num { text-align: center; }
-#sources .articles bdi { font-size: .85rem; color: var(--body-text-color-subdued); }
-"""
+TEXT = load_strings("ui")  # the UI's words (prompts/ui.toml): labels, messages, examples, model names
+CHAT, SOURCES = TEXT["chat"], TEXT["sources"]  # the words of the chat tab, of the sources tab
+UNEXPECTED = CHAT["unexpected"]
 
 
 class Chat:
@@ -165,6 +110,8 @@ class Sources:
 
     def show(self, order: str) -> tuple[str, gr.Dropdown]:
         """The list of indexed articles and the menu of the delete button."""
+        import gradio as gr
+
         articles = self.articles()
         return articles_html(articles, order), gr.Dropdown(choices=delete_choices(articles), value=None)
 
@@ -189,20 +136,18 @@ class Sources:
         """Move an article's file into the hidden .deleted folder of the articles folder, then index without it."""
         articles = self.articles()
         if not article_id or article_id not in articles:
-            yield from self._update([line("refused", "اختر من القائمة مقالاً مفهرساً لحذفه.")], order, False)
+            yield from self._update([line("refused", SOURCES["pick"])], order, False)
             return
         if len(articles) == 1:
-            yield from self._update([line("refused", "لا يُحذف المقال الوحيد في الفهرس: أضف غيره أولاً.")], order, False)
+            yield from self._update([line("refused", SOURCES["last"])], order, False)
             return
         try:
             moved = remove_file(self.seeds, article_id)
         except (ValueError, OSError) as e:
             yield from self._update([refused(article_id, str(e))], order, False)
             return
-        where = escape(str(PurePosixPath(DELETED, moved.name)))
-        moved_line = line("moved", f"نُقل <bdi>{escape(article_id)}</bdi> إلى <bdi>{where}</bdi> داخل مجلد المقالات، "
-                                   "ولم يُمحَ: أعده إلى مكانه ثم حدّث الفهرس لاسترجاعه.")
-        yield from self._update([moved_line], order, True)
+        moved_line = SOURCES["moved"].format(name=bdi(article_id), where=bdi(str(PurePosixPath(DELETED, moved.name))))
+        yield from self._update([line("moved", moved_line)], order, True)
 
     def rebuild(self, order: str) -> Iterator[tuple[str, str, gr.Dropdown]]:
         """Index the articles folder as it is now (files copied into it by hand, a build that failed)."""
@@ -215,14 +160,13 @@ class Sources:
         try:
             stored = add_file(upload, self.seeds, indexed)
         except Duplicate as e:
-            return line("duplicate", f"لم يُضف <bdi>{escape(name)}</bdi>: نسخة مطابقة للمقال المفهرس "
-                                     f"<bdi>{escape(str(e))}</bdi>."), False
+            return line("duplicate", SOURCES["duplicate"].format(name=bdi(name), article=bdi(str(e)))), False
         except (ValueError, RagError, OSError) as e:
             return refused(name, str(e)), False
         finally:
             upload.unlink(missing_ok=True)
-        renamed = f" باسم <bdi>{escape(stored)}</bdi>" if stored != name else ""
-        return line("added", f"أُضيف <bdi>{escape(name)}</bdi>{renamed}."), True
+        renamed = SOURCES["renamed"].format(name=bdi(stored)) if stored != name else ""
+        return line("added", SOURCES["added"].format(name=bdi(name), renamed=renamed)), True
 
     def _update(self, lines: list[str], order: str, build: bool) -> Iterator[tuple[str, str, gr.Dropdown]]:
         """Yield (status, list, delete menu): with build, while the index is built in the background, then when the
@@ -245,6 +189,11 @@ def escape(text: str) -> str:
     return re.sub(r"\n\s*", "<br>", html.escape(text))
 
 
+def bdi(text: str) -> str:
+    """Text escaped and isolated from the direction of the line around it: a file name, a reason, a path."""
+    return f"<bdi>{escape(text)}</bdi>"
+
+
 def user_message(question: str) -> dict:
     """The user's question as a chat message."""
     return {"role": "user", "content": f'<div class="msg" dir="{direction(question)}">{escape(question)}</div>'}
@@ -262,9 +211,8 @@ def stage_html(stage: Stage) -> str:
 
 def error_html(message: str = "") -> str:
     """An error shown in the chat: the RagError's message, or a generic one for unexpected failures."""
-    if not message:
-        return f'<div class="msg failed" dir="rtl">{UNEXPECTED}</div>'
-    return f'<div class="msg failed" dir="rtl">تعذّرت الإجابة: <bdi>{escape(message)}</bdi></div>'
+    text = CHAT["failed"].format(reason=bdi(message)) if message else UNEXPECTED
+    return f'<div class="msg failed" dir="rtl">{text}</div>'
 
 
 def answer_html(answer: Answer, assistant: Assistant, turn: int) -> str:
@@ -276,7 +224,7 @@ def answer_html(answer: Answer, assistant: Assistant, turn: int) -> str:
     cards = "".join(citation_card(c, assistant.article(c.source).text, turn) for c in answer.citations)
     return (
         f'<div class="msg answer" dir="{direction(answer.text)}">{body}</div>'
-        f'<div class="sources" dir="rtl"><div class="sources-title">المصادر</div>{cards}</div>'
+        f'<div class="sources" dir="rtl"><div class="sources-title">{CHAT["sources"]}</div>{cards}</div>'
     )
 
 
@@ -317,7 +265,7 @@ def passage_card(passage: Passage, turn: int, rank: int) -> str:
 def card(anchor: str, n: int, title: str, date: str | None, source: str, passage: str, plain: str,
          unsupported: bool = False) -> str:
     """A source card: number, title, date and file name, then the passage (HTML; `plain` sets its direction)."""
-    badge = '<span class="badge">غير مؤكد</span>' if unsupported else ""
+    badge = f'<span class="badge">{CHAT["unsupported"]}</span>' if unsupported else ""
     dated = f"{escape(date)} · " if date else ""
     return (
         f'<div class="card{" unsupported" if unsupported else ""}" id="{anchor}" dir="rtl">'
@@ -348,7 +296,7 @@ def in_context(text: str, start: int, end: int, width: int = CONTEXT, span: tupl
 def refusal_html(answer: Answer, turn: int) -> str:
     """A refusal, styled apart, offering the closest passages."""
     cards = "".join(passage_card(p, turn, rank) for rank, p in enumerate(answer.passages[:3], 1))
-    closest = f'<div class="sources"><div class="sources-title">أقرب المقاطع</div>{cards}</div>' if cards else ""
+    closest = f'<div class="sources"><div class="sources-title">{CHAT["closest"]}</div>{cards}</div>' if cards else ""
     text = f'<div class="msg" dir="{direction(answer.text)}">{escape(answer.text)}</div>'
     return f'<div class="refusal" dir="rtl">{text}{closest}</div>'
 
@@ -360,7 +308,7 @@ def line(kind: str, content: str) -> str:
 
 def refused(name: str, reason: str) -> str:
     """The status line of a file that was not added or moved, with the reader's one-line reason."""
-    return line("refused", f"رُفض <bdi>{escape(name)}</bdi>: <bdi>{escape(reason)}</bdi>")
+    return line("refused", SOURCES["refused"].format(name=bdi(name), reason=bdi(reason)))
 
 
 def status_html(lines: list[str], status: Status | None) -> str:
@@ -374,17 +322,16 @@ def build_html(status: Status) -> str:
     if status.building:
         done, total = status.done, status.total
         bar = f'<progress value="{done}" max="{total}"></progress>' if total else "<progress></progress>"
-        count = f"<span>المقاطع: {done} من {total}</span>" if total else ""
-        return (f'<div class="building">جارٍ تحديث الفهرس… {bar}{count}</div>'
-                '<div class="note">تبقى المحادثة متاحة، وتجيب من الفهرس السابق إلى أن يكتمل التحديث.</div>')
+        count = f"<span>{SOURCES['count'].format(done=done, total=total)}</span>" if total else ""
+        return (f'<div class="building">{SOURCES["building"]} {bar}{count}</div>'
+                f'<div class="note">{SOURCES["building_note"]}</div>')
     if status.error:
-        return (f'<div class="failed">لم يُحدَّث الفهرس: <bdi>{escape(status.error)}</bdi>. الملفات باقية في مجلد '
-                "المقالات، وتُفهرس عند التحديث التالي.</div>")
+        return f'<div class="failed">{SOURCES["build_failed"].format(error=bdi(status.error))}</div>'
     if status.report:
         r = status.report
-        return (f'<div class="done">اكتمل تحديث الفهرس: أُضيف {len(r.added)}، وتغيّر {len(r.changed)}، وحُذف '
-                f"{len(r.removed)} (مقاطع جديدة: {r.embedded}، في {r.seconds:g} ث). المحادثة تجيب الآن من الفهرس "
-                "الجديد.</div>")
+        built = SOURCES["built"].format(added=len(r.added), changed=len(r.changed), removed=len(r.removed),
+                                        embedded=r.embedded, seconds=r.seconds)
+        return f'<div class="done">{built}</div>'
     return ""
 
 
@@ -393,15 +340,15 @@ def articles_html(articles: dict[str, dict], order: str) -> str:
     rows = "".join(
         f'<tr><td dir="{direction(meta["title"])}">{escape(meta["title"])}</td>'
         f'<td>{escape(meta.get("date") or "—")}</td>'
-        f'<td class="num">{meta["chunks"]}</td><td>{FORMATS.get(meta.get("format", "text"), "")}</td>'
+        f'<td class="num">{meta["chunks"]}</td><td>{SOURCES["formats"].get(meta.get("format", "text"), "")}</td>'
         f"<td><bdi>{escape(article_id)}</bdi></td></tr>"
         for article_id, meta in sorted_articles(articles, order)
     )
-    chunks = sum(meta["chunks"] for meta in articles.values())
+    summary = SOURCES["summary"].format(articles=len(articles), chunks=sum(m["chunks"] for m in articles.values()))
+    columns = "".join(f"<th>{column}</th>" for column in SOURCES["columns"])
     return (
-        f'<div class="summary" dir="rtl">المقالات المفهرسة: {len(articles)} · المقاطع: {chunks}</div>'
-        '<table class="articles" dir="rtl"><thead><tr><th>العنوان</th><th>التاريخ</th><th>المقاطع</th><th>الصيغة</th>'
-        f"<th>الملف</th></tr></thead><tbody>{rows}</tbody></table>"
+        f'<div class="summary" dir="rtl">{summary}</div>'
+        f'<table class="articles" dir="rtl"><thead><tr>{columns}</tr></thead><tbody>{rows}</tbody></table>'
     )
 
 
@@ -411,46 +358,46 @@ def delete_choices(articles: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def model_choices(current: str) -> list[tuple[str, str]]:
-    """(label, generator name) for the model menu: the configured model first, then the registered ones. A model
-    file shows its name, a server its URL."""
+    """(label, generator name) for the model menu: the configured model first, then the generators of the model
+    registry (rag/models.py). A model file shows its name, a server its URL."""
     def label(name: str) -> str:
-        return MODELS.get(name) or (name.partition(":")[2] if "://" in name else Path(name).name)
+        return TEXT["models"].get(name) or (name.partition(":")[2] if "://" in name else Path(name).name)
 
-    return [(label(name), name) for name in dict.fromkeys([current, *MODELS])]
+    registered = [name for name, spec in MODELS.items() if spec.kind == "generator"]
+    return [(label(name), name) for name in dict.fromkeys([current, *registered])]
 
 
 def create_app(assistant: Assistant, config: Config | None = None, indexer: Indexer | None = None) -> gr.Blocks:
     """The chat app over an assistant: config.concurrency answers at once, up to MAX_QUEUE questions waiting; beside
     the chat, the sources tab."""
+    import gradio as gr
+
     config = config or assistant.config
     chat = Chat(assistant)
-    with gr.Blocks(title="اسأل المقالات", analytics_enabled=False) as app:
-        gr.HTML(
-            '<div id="header" dir="rtl"><h1>اسأل المقالات</h1>'
-            "<p>إجابات قصيرة من مقالاتك فقط، وكل جملة موثّقة بمصدرها.</p></div>"
-        )
+    with gr.Blocks(title=TEXT["title"], analytics_enabled=False) as app:
+        gr.HTML(f'<div id="header" dir="rtl"><h1>{TEXT["title"]}</h1><p>{TEXT["tagline"]}</p></div>')
         with gr.Tabs():
-            with gr.Tab("المحادثة", id="chat-tab"):
+            with gr.Tab(CHAT["tab"], id="chat-tab"):
                 chatbot = gr.Chatbot(
                     elem_id="chat", show_label=False, height="68vh", render_markdown=False, sanitize_html=True,
                     latex_delimiters=[], feedback_options=None, buttons=[], layout="bubble", rtl=True,
-                    placeholder='<div dir="rtl">اكتب سؤالاً عن المقالات، أو اختر أحد الأمثلة أدناه.</div>',
+                    placeholder=f'<div dir="rtl">{CHAT["placeholder"]}</div>',
                 )
                 with gr.Row(equal_height=True):
                     box = gr.Textbox(
-                        elem_id="question", show_label=False, placeholder="اكتب سؤالك هنا…", rtl=True, scale=8,
+                        elem_id="question", show_label=False, placeholder=CHAT["question"], rtl=True, scale=8,
                         autofocus=True, max_lines=4,
                     )
-                    send = gr.Button("اسأل", variant="primary", scale=1, min_width=80)
-                    clear = gr.Button("محادثة جديدة", scale=1, min_width=140)
+                    send = gr.Button(CHAT["send"], variant="primary", scale=1, min_width=80)
+                    clear = gr.Button(CHAT["clear"], scale=1, min_width=140)
                 with gr.Row(elem_id="examples"):
-                    example_buttons = [gr.Button(q, size="sm", variant="secondary") for q in EXAMPLES]
-                with gr.Accordion("الإعدادات", open=False, elem_id="settings"):
+                    example_buttons = [gr.Button(q, size="sm", variant="secondary") for q in CHAT["examples"]]
+                with gr.Accordion(CHAT["settings"], open=False, elem_id="settings"):
                     with gr.Row():
-                        top_k = gr.Slider(1, 10, value=config.top_k, step=1, label="عدد المقاطع المسترجعة")
-                        temperature = gr.Slider(0.0, 1.0, value=config.temperature, step=0.1, label="درجة العشوائية")
-                    model = gr.Radio(model_choices(config.generator), value=config.generator, label="النموذج")
-            with gr.Tab("المصادر", id="sources-tab", elem_id="sources") as sources_tab:
+                        top_k = gr.Slider(1, 10, value=config.top_k, step=1, label=CHAT["top_k"])
+                        temperature = gr.Slider(0.0, 1.0, value=config.temperature, step=0.1, label=CHAT["temperature"])
+                    model = gr.Radio(model_choices(config.generator), value=config.generator, label=CHAT["model"])
+            with gr.Tab(SOURCES["tab"], id="sources-tab", elem_id="sources") as sources_tab:
                 sources = sources_panel()
         questions = gr.State([])
         settings = [chatbot, questions, model, top_k, temperature]
@@ -465,20 +412,21 @@ def create_app(assistant: Assistant, config: Config | None = None, indexer: Inde
 
 def sources_panel() -> dict[str, gr.Component]:
     """The sources tab's components: upload box, status, order, list of articles, delete menu and buttons."""
-    gr.HTML(f'<div class="note" dir="rtl">أضف مقالاتك ({limits_text()}): تُحفظ في مجلد المقالات وتُفهرس في الخلفية، '
-            "والمحادثة متاحة في أثناء ذلك. يُرفض الملف الذي لا يُقرأ منه نص، والنسخة المطابقة لمقال مفهرس.</div>")
-    panel = {"files": gr.File(label="أفلت الملفات هنا أو انقر لاختيارها", file_count="multiple",
+    import gradio as gr
+
+    gr.HTML(f'<div class="note" dir="rtl">{SOURCES["intro"].format(limits=limits_text())}</div>')
+    panel = {"files": gr.File(label=SOURCES["files"], file_count="multiple",
                               file_types=list(SUFFIXES), type="filepath", elem_id="upload", height=140),
              "status": gr.HTML(elem_id="sources-status")}
+    orders = [(label, order) for order, label in SOURCES["orders"].items()]
     with gr.Row():
-        panel["order"] = gr.Radio(ORDERS, value="date", label="الترتيب", rtl=True, scale=3)
-        panel["rebuild"] = gr.Button("حدّث الفهرس", size="sm", scale=1, min_width=120)
+        panel["order"] = gr.Radio(orders, value="date", label=SOURCES["order"], rtl=True, scale=3)
+        panel["rebuild"] = gr.Button(SOURCES["rebuild"], size="sm", scale=1, min_width=120)
     panel["listing"] = gr.HTML(elem_id="articles")
     with gr.Row(equal_height=True):
-        panel["menu"] = gr.Dropdown(choices=[], value=None, label="مقال لحذفه", scale=4, elem_id="delete-menu")
-        panel["delete"] = gr.Button("احذف المقال", variant="stop", scale=1, min_width=120)
-    gr.HTML(f'<div class="note" dir="rtl">الحذف لا يمحو الملف: يُنقل إلى المجلد المخفي <bdi>{DELETED}/</bdi> داخل '
-            "مجلد المقالات، ثم يُحدَّث الفهرس فلا تعود المحادثة تجيب منه.</div>")
+        panel["menu"] = gr.Dropdown(choices=[], value=None, label=SOURCES["menu"], scale=4, elem_id="delete-menu")
+        panel["delete"] = gr.Button(SOURCES["delete"], variant="stop", scale=1, min_width=120)
+    gr.HTML(f'<div class="note" dir="rtl">{SOURCES["delete_note"].format(folder=bdi(f"{DELETED}/"))}</div>')
     return panel
 
 
@@ -502,19 +450,30 @@ def limits_text() -> str:
     """The accepted file types and their size limits, e.g. '.txt و.md حتى 5 ميغابايت، …'."""
     by_size: dict[int, list[str]] = {}
     for suffix in SUFFIXES:
-        by_size.setdefault(MAX_BYTES[suffix] // MB, []).append(f"<bdi>{suffix}</bdi>")
-    return "، ".join(f"{' و'.join(names)} حتى {size} ميغابايت" for size, names in by_size.items())
+        by_size.setdefault(MAX_BYTES[suffix] // MB, []).append(bdi(suffix))
+    return SOURCES["comma"].join(SOURCES["limit"].format(suffixes=SOURCES["and"].join(names), size=size)
+                                 for size, names in by_size.items())
+
+
+def load_css() -> str:
+    """The UI's style sheet, prompts/ui.css (shipped in the package rag.prompts, beside the UI's words)."""
+    try:
+        return resources.files("rag.prompts").joinpath("ui.css").read_text(encoding="utf-8")
+    except OSError as e:
+        raise RagError("style sheet ui.css is missing from the installed package: reinstall it") from e
 
 
 def launch(app: gr.Blocks, config: Config, prevent_thread_lock: bool = False) -> str:
     """Serve the app on config.host:config.port (never shared publicly); returns its local URL."""
+    import gradio as gr
+
     user, _, password = config.auth.partition(":")  # checked with the other settings: user:password or empty
     auth = (user, password) if config.auth else None
     _, url, _ = app.launch(
         server_name=config.host, server_port=config.port, auth=auth, share=False, ssr_mode=False,
         prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, footer_links=[],
         max_file_size=max(MAX_BYTES.values()),  # refused before it is stored; each type's own limit is checked after
-        theme=gr.themes.Soft(font=FONTS, font_mono=["ui-monospace", "monospace"]), css=CSS, js=PAGE_JS,
+        theme=gr.themes.Soft(font=FONTS, font_mono=["ui-monospace", "monospace"]), css=load_css(), js=PAGE_JS,
     )
     return url
 

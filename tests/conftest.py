@@ -124,10 +124,21 @@ class SlowHashEmbedder(HashEmbedder):
         return super().embed_batch(texts, kind)
 
 
-# The fakes are backends like the real ones: `embedder = "hash:"`, `generator = "scripted:<reply>"`.
-EMBEDDERS["hash"] = "conftest:HashEmbedder"
-EMBEDDERS["slowhash"] = "conftest:SlowHashEmbedder"
-GENERATORS["scripted"] = "conftest:ScriptedGenerator"
+# The fakes are backends like the real ones: `embedder = "hash:"`, `generator = "scripted:<reply>"`. Importing this
+# module registers nothing: the `fakes` fixture registers them for each test, RAG_MAIN for a `rag` subprocess.
+FAKES = [
+    (EMBEDDERS, {"hash": "conftest:HashEmbedder", "slowhash": "conftest:SlowHashEmbedder"}),
+    (GENERATORS, {"scripted": "conftest:ScriptedGenerator"}),
+]
+
+
+@pytest.fixture(autouse=True)
+def fakes(monkeypatch) -> None:
+    """The fake backends in the plugin registries during each test, removed after it."""
+    for registry, backends in FAKES:
+        for name, target in backends.items():
+            monkeypatch.setitem(registry, name, target)
+
 
 PG_DSN = os.environ.get("RAG_TEST_PG_DSN", "")  # read before a test's `isolated` clears the RAG_* variables
 
@@ -135,7 +146,9 @@ PG_DSN = os.environ.get("RAG_TEST_PG_DSN", "")  # read before a test's `isolated
 RAG_MAIN = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-import conftest  # registers the fakes
+import conftest
+for registry, backends in conftest.FAKES:
+    registry.update(backends)
 from rag.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import rag.stores.faiss
+from rag.benchmarks import gold_questions
 from rag.config import PACKAGE_ROOT
 
 FIGURES = {"chunks", "dims", "queries", "index_type", "build_s", "search_ms_p50", "search_ms_p95", "recall@10",
@@ -27,7 +28,7 @@ def bench():
 
 
 def test_benchmarks_read_both_gold_splits(bench):
-    questions = bench.gold_questions()
+    questions = gold_questions(bench.GOLD)
     assert len(questions) == sum(len(path.read_text(encoding="utf-8").splitlines()) for path in bench.GOLD)
     assert len({q["id"] for q in questions}) == len(questions)
 
@@ -72,8 +73,11 @@ def test_embedders_benchmark_measures_judges_and_reports(tmp_path: Path, monkeyp
     assert variants[1]["cosine"]["documents"]["min"] == pytest.approx(1.0, abs=1e-4)
     bench_embedders.judge(variants)
     assert variants[1]["recall@5_vs_fp32"] == {"gold": 0.0, "xquad": 0.0}
-    result = {"created": "now", "argv": [], "commit": "0" * 40, "variants": variants,
-              "machine": {"cpus": 2, "cpu_model": "x", "load_average_start": [0, 0, 0], "load_average_end": [0, 0, 0]}}
+    result = {"created": "now", "argv": [], "revision": "0" * 12, "variants": variants,
+              "machine": {"cpus": 2, "cpu_model": "x", "load_average": [0, 0, 0], "load_average_end": [0, 0, 0]}}
     path = bench_embedders.write_results(result, tmp_path / "out")
-    report = (tmp_path / "out" / "embedders-latest.md").read_text()
+    report = (tmp_path / "out" / "embedders.md").read_text()
     assert path.exists() and "| copy |" in report and "XQuAD-ar: 2 questions" in report
+    [line] = (tmp_path / "out" / "history.jsonl").read_text().splitlines()
+    assert json.loads(line)["copy"] == {"chunks_per_s": measured["embedding"]["chunks_per_s"],
+                                        "meets_target": variants[1]["meets_target"]}

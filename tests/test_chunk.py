@@ -2,8 +2,8 @@
 
 import pytest
 
+from rag.article import Article
 from rag.chunk import chunk_article, sentence_spans
-from rag.ingest import Article
 
 SENTENCES = [
     "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007.",

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from rag import models
+from rag.chunk import chunk_article
 from rag.cli import main
 from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import make_embedder
 from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require_fast
 from rag.errors import RagError
+from rag.ingest import load_articles
 from rag.models import BUILT, EXPORTS, MODELS, resolve
 
 pytest.importorskip("onnxruntime", reason="the fast extra is not installed")
@@ -205,11 +207,23 @@ def test_a_build_whose_vectors_stray_is_refused(tmp_path, monkeypatch):
 
 def test_pulling_an_export_pulls_its_source_then_builds(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(models, "pull", lambda name, *a, **k: calls.append(("pull", name)) or tmp_path / name)
+    monkeypatch.setattr(export, "pull", lambda name, *a, **k: calls.append(("pull", name)) or tmp_path / name)
     monkeypatch.setattr(export, "build", lambda spec, source, target, sha, log: calls.append(("build", source.name)))
-    monkeypatch.setattr(models, "_check_free_space", lambda *_: None)
-    models._pull_export(EXPORTS[INT8], tmp_path, tmp_path / "cache", log=lambda *_: None)
+    monkeypatch.setattr(export, "check_free_space", lambda *_: None)
+    export.pull_export(EXPORTS[INT8], tmp_path, tmp_path / "cache", log=lambda *_: None)
     assert calls == [("pull", "embeddinggemma-300m"), ("build", "embeddinggemma-300m")]
+
+
+def test_the_shipped_calibration_texts_are_the_seed_chunks_and_the_dev_questions():
+    """rag/data/calibration.jsonl (one {"kind", "text"} a line, in this order) lets an installed package build the
+    static-int8 export; the export's marker records its digest. Rewrite it when the seeds, the dev split or the
+    chunking change."""
+    settings = Config()
+    articles, _ = load_articles(PACKAGE_ROOT / "seeds")
+    chunks = [c.text for a in articles for c in chunk_article(a, settings.chunk_size, settings.chunk_overlap)]
+    dev = (PACKAGE_ROOT / "evals" / "gold-dev.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line)["question"] for line in dev if line]
+    assert export.calibration_texts() == [("document", text) for text in chunks] + [("query", q) for q in questions]
 
 
 def test_a_missing_package_names_the_extra(monkeypatch):
@@ -280,7 +294,7 @@ BOUNDS = {"embeddinggemma-300m-onnx-int8": (0.95, 0.92), "embeddinggemma-300m-op
 @pytest.mark.real
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_real_variant_vectors_are_unit_length_and_close_to_fp32(name, real_models, fp32_vectors):
-    models.pull(name, real_models, real_models.parent / "downloads", log=lambda *_: None)
+    export.pull_export(EXPORTS[name], real_models, real_models.parent / "downloads", log=lambda *_: None)
     embedder = make_embedder(load_config(models_dir=real_models, embedder=name, device="cpu"))
     assert embedder.id != fp32_vectors["embedder"].id and embedder.dims == 768
     for kind, texts in seed_texts().items():
@@ -295,7 +309,8 @@ def test_real_variant_vectors_are_unit_length_and_close_to_fp32(name, real_model
 @pytest.mark.parametrize("name", ["embeddinggemma-300m", *EXPORTS])
 def test_real_embedders_serve_several_threads_at_once(name, real_models, fp32_vectors):
     """The UI embeds several chats' questions at once (an OpenVINO request alone says 'Infer Request is busy')."""
-    models.pull(name, real_models, real_models.parent / "downloads", log=lambda *_: None)
+    if name in EXPORTS:
+        export.pull_export(EXPORTS[name], real_models, real_models.parent / "downloads", log=lambda *_: None)
     embedder = make_embedder(load_config(models_dir=real_models, embedder=name, device="cpu"))
     questions = seed_texts()["query"][:16]
     alone = [embedder.embed_batch([q], "query") for q in questions]  # one at a time: dynamic int8 scales per batch
@@ -316,7 +331,7 @@ def test_real_tokens_match_sentence_transformers(real_models, fp32_vectors):
 
 @pytest.mark.real
 def test_real_rag_index_and_search_with_the_int8_variant(real_models, tmp_path, capsys, isolated):
-    models.pull(INT8, real_models, real_models.parent / "downloads", log=lambda *_: None)
+    export.pull_export(EXPORTS[INT8], real_models, real_models.parent / "downloads", log=lambda *_: None)
     flags = ["--embedder", INT8, "--device", "cpu", "--models-dir", str(real_models),
              "--seeds-dir", str(PACKAGE_ROOT / "seeds"), "--index-dir", str(tmp_path / "index")]
     assert main([*flags, "index"]) == 0

@@ -11,10 +11,10 @@ from conftest import HashEmbedder, ScriptedGenerator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag import cli, evaluate
+from rag import cli, evaluate, metrics
 from rag.config import PACKAGE_ROOT
 from rag.errors import RagError
-from rag.evaluate import (
+from rag.metrics import (
     citation_scores,
     contains,
     exact_match,
@@ -125,7 +125,7 @@ def test_gold_run_writes_records_summary_and_report(fake_assistant, gold_file, t
     assert summary["generator"] == "scripted" and summary["embedder"] == HashEmbedder.id
     assert summary["settings"]["top_k"] == 3 and summary["machine"]["cpus"] >= 1
 
-    records = [json.loads(line) for line in next(out.glob("gold-2*.jsonl")).read_text("utf-8").splitlines()]
+    records = [json.loads(line) for line in next(out.glob("runs/gold-2*.jsonl")).read_text("utf-8").splitlines()]
     assert [r["id"] for r in records] == ["g1", "g2", "g3"]
     first = records[0]
     assert first["contains"] and not first["refused"] and first["citations"][0]["source"] == "a_visit.txt"
@@ -137,9 +137,22 @@ def test_gold_run_writes_records_summary_and_report(fake_assistant, gold_file, t
     assert "total" in first["timings"] and first["raw"].startswith("في فبراير")
     assert evaluate.shown_answer({**first, "refused": True}) == "(refused; the model said: في فبراير عام 2007 [1].)"
     assert evaluate.shown_answer({**first, "refused": True, "raw": ""}) == "(refused before generating)"
-    assert json.loads((out / "gold-latest.json").read_text("utf-8"))["failures"] == ["g2"]
-    report = (out / "gold-latest.md").read_text("utf-8")
+    assert json.loads((out / "gold.json").read_text("utf-8"))["failures"] == ["g2"]
+    report = (out / "gold.md").read_text("utf-8")
     assert "## Failures (1)" in report and "| g2 |" in report and "recall@5" in report
+    assert summary["revision"].startswith("rag ")  # the package's version: the package runs no git
+    [line] = [json.loads(line) for line in (out / "history.jsonl").read_text("utf-8").splitlines()]
+    assert line["name"] == "gold" and line["revision"] == summary["revision"] and line["correct"] == 0.5
+    assert sorted(p.name for p in out.iterdir()) == ["gold.json", "gold.md", "history.jsonl", "runs"]
+
+
+def test_a_second_run_overwrites_the_report_and_adds_a_line_to_the_history(fake_assistant, gold_file, tmp_path):
+    evaluate.run_gold(fake_assistant, gold_file, tmp_path, retrieval_only=True, revision="abc123")
+    evaluate.run_gold(fake_assistant, gold_file, tmp_path, retrieval_only=True, revision="def456")
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text("utf-8").splitlines()]
+    assert [line["revision"] for line in history] == ["abc123", "def456"]
+    assert json.loads((tmp_path / "gold-retrieval.json").read_text("utf-8"))["revision"] == "def456"
+    assert len(list((tmp_path / "runs").glob("gold-retrieval-*.jsonl"))) >= 1
 
 
 def test_gold_retrieval_only_with_limit_asks_nothing(fake_assistant, gold_file, tmp_path):
@@ -147,7 +160,7 @@ def test_gold_retrieval_only_with_limit_asks_nothing(fake_assistant, gold_file, 
     assert summary["name"] == "gold-retrieval-limit2" and summary["questions"] == 2
     assert summary["answers"] is None and summary["generator"] is None
     assert fake_assistant.generator.prompts == []
-    assert (tmp_path / "gold-retrieval-limit2-latest.md").exists()
+    assert (tmp_path / "gold-retrieval-limit2.md").exists()
 
 
 def test_cli_eval_dispatches_to_gold_mode(fake_assistant, gold_file, tmp_path, monkeypatch, capsys):
@@ -155,7 +168,17 @@ def test_cli_eval_dispatches_to_gold_mode(fake_assistant, gold_file, tmp_path, m
     code = cli.main(["eval", "--gold", str(gold_file), "--out", str(tmp_path / "r"), "--retrieval-only"])
     assert code == 0
     assert "hybrid: recall@1" in capsys.readouterr().out
-    assert (tmp_path / "r" / "gold-retrieval-latest.json").exists()
+    assert (tmp_path / "r" / "gold-retrieval.json").exists()
+
+
+def test_cli_eval_needs_its_questions_and_a_folder_for_the_report(hash_cli, gold_file, tmp_path, capsys):
+    assert cli.main(["eval", "--gold", str(gold_file)]) == 2
+    assert cli.main(["eval", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: give the folder for the report: --out DIR (e.g. evals/results)",
+        "error: give the questions: --gold FILE (e.g. evals/gold-test.jsonl) or --squad FILE",
+    ]
+    assert not (tmp_path / "r").exists()
 
 
 SQUAD = {"data": [
@@ -188,10 +211,11 @@ def test_squad_retrieval_only(squad_file, fake_config, tmp_path):
     assert summary["retrieval"]["hybrid"]["recall@10"] == 1.0
     assert summary["retrieval"]["bm25"]["recall@1"] == 1.0
     assert summary["answers"] is None and summary["sample"] == 0
-    records = [json.loads(line) for line in next((tmp_path / "out").glob("*.jsonl")).read_text("utf-8").splitlines()]
+    records = [json.loads(line) for line in next((tmp_path / "out" / "runs").glob("*.jsonl")).read_text("utf-8")
+               .splitlines()]
     assert records[0]["sources"] == records[2]["sources"] == ["p00000.txt"]
     assert records[1]["answers"] == ["1991", "ديسمبر عام 1991"]
-    assert (tmp_path / "out" / "squad-tiny-retrieval-latest.md").exists()
+    assert (tmp_path / "out" / "squad-tiny-retrieval.md").exists()
 
 
 def test_squad_answers_a_seeded_sample(squad_file, fake_config, tmp_path):
@@ -203,7 +227,7 @@ def test_squad_answers_a_seeded_sample(squad_file, fake_config, tmp_path):
     summary = evaluate.run_squad(squad_file, tmp_path, fake_config, embedder=HashEmbedder(),
                                  generator=ScriptedGenerator(reply), sample=2, seed=1)
     assert summary["name"] == "squad-tiny" and summary["sample"] == 2 and summary["generator"] == "scripted"
-    records = [json.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_text("utf-8").splitlines()]
+    records = [json.loads(line) for line in next(tmp_path.glob("runs/*.jsonl")).read_text("utf-8").splitlines()]
     asked = [r for r in records if "answer" in r]
     assert len(asked) == summary["answers"]["n"] == 2
     assert summary["answers"]["contains"] == mean(r["contains"] for r in asked) > 0
@@ -212,7 +236,7 @@ def test_squad_answers_a_seeded_sample(squad_file, fake_config, tmp_path):
 def test_squad_with_a_split_answers_only_its_questions(squad_file, fake_config, tmp_path):
     summary = evaluate.run_squad(squad_file, tmp_path, fake_config, embedder=HashEmbedder(),
                                  generator=ScriptedGenerator("الدوحة [1]."), sample=5, ids={"s3", "other"})
-    records = [json.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_text("utf-8").splitlines()]
+    records = [json.loads(line) for line in next(tmp_path.glob("runs/*.jsonl")).read_text("utf-8").splitlines()]
     assert [r["id"] for r in records if "answer" in r] == ["s3"] and summary["split"] == 1
     assert summary["questions"] == 3  # retrieval is still measured over every question
     with pytest.raises(RagError, match="none of the 1 ids"):
@@ -234,22 +258,22 @@ def test_real_gold_subset(real_assistant, tmp_path):
     for key in ("correct", "f1", "exact", "citation_precision", "refusal_accuracy", "false_refusal_rate", "latency"):
         assert key in summary["answers"]
     assert summary["retrieval"]["hybrid"]["recall@5"] >= 0.8
-    assert (tmp_path / "gold-dev-limit5-latest.md").exists()
+    assert (tmp_path / "gold-dev-limit5.md").exists()
     assert summary["answers"]["evidence_hit"] is not None
 
 
 def test_a_correct_answer_holds_the_reference_and_is_short():
-    assert evaluate.short("في فبراير عام 2007 [1].", ["2007"])
+    assert metrics.short("في فبراير عام 2007 [1].", ["2007"])
     long = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007 وهي أول زيارة له إلى قطر كرئيس"
-    assert not evaluate.short(long, ["2007"])  # 19 words for a one-word fact
-    assert evaluate.short(long, ["قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007"])
+    assert not metrics.short(long, ["2007"])  # 19 words for a one-word fact
+    assert metrics.short(long, ["قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007"])
 
 
 def test_squad_gold_passage_mode_reads_each_questions_own_paragraph(squad_file, tmp_path, fake_config):
     summary = evaluate.run_squad(squad_file, tmp_path, fake_config, embedder=HashEmbedder(),
                                  generator=ScriptedGenerator("الدوحة"), sample=2, seed=1, gold_passage=True)
     assert summary["name"] == "squad-tiny-goldp" and summary["gold_passage"]
-    records = [json.loads(line) for line in next(tmp_path.glob("squad-tiny-goldp-2*.jsonl")).read_text("utf-8")
+    records = [json.loads(line) for line in next(tmp_path.glob("runs/squad-tiny-goldp-2*.jsonl")).read_text("utf-8")
                .splitlines()]
     asked = [r for r in records if "answer" in r]
     assert len(asked) == 2
@@ -337,8 +361,8 @@ def test_a_bad_squad_file_is_one_error_naming_the_place(tmp_path, fake_config, c
 
 def test_rag_eval_input_files_that_are_not_files_are_one_line(hash_cli, tmp_path, capsys):
     (tmp_path / "folder.jsonl").mkdir()
-    assert cli.main(["eval", "--gold", str(tmp_path / "folder.jsonl")]) == 2
-    assert cli.main(["eval", "--squad", "/dev/zero"]) == 2
+    assert cli.main(["eval", "--gold", str(tmp_path / "folder.jsonl"), "--out", str(tmp_path / "r")]) == 2
+    assert cli.main(["eval", "--squad", "/dev/zero", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: gold file {tmp_path / 'folder.jsonl'} is a folder, not a file",
         "error: SQuAD file /dev/zero is not a regular file (a device, pipe or socket)",

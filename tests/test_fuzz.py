@@ -3,10 +3,12 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rag.article import Article
 from rag.chunk import chunk_article, sentence_spans
 from rag.cite import attribute, parse_markers, strip_markers, support
+from rag.dates import find_dates
 from rag.evidence import Evidence
-from rag.ingest import Article, clean, find_dates
+from rag.ingest import clean
 from rag.normalize import fold_script, normalize, terms, tokens
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from rag import ingest
 from rag.config import PACKAGE_ROOT
-from rag.ingest import clean, find_dates, load_articles, read_article
+from rag.dates import find_dates
+from rag.ingest import clean, load_articles, read_article
 
 SEEDS = PACKAGE_ROOT / "seeds"
 BODY = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."

@@ -11,7 +11,8 @@ import pytest
 
 from rag.config import PACKAGE_ROOT
 
-DATA = ["rag/prompts/reader_system.txt", "rag/prompts/reader.toml", "rag/prompts/refusal.txt", "rag/data/places.txt"]
+DATA = ["rag/prompts/reader_system.txt", "rag/prompts/reader.toml", "rag/prompts/refusal.txt", "rag/data/places.txt",
+        "rag/prompts/ui.toml", "rag/prompts/ui.css"]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,8 @@ def wheel(tmp_path_factory) -> Path:
     source, folder = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(PACKAGE_ROOT / name, source / name)
-    shutil.copytree(PACKAGE_ROOT / "rag", source / "rag", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("rag", "prompts"):
+        shutil.copytree(PACKAGE_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), str(source)],
                    check=True, capture_output=True)
     [built] = folder.glob("arabic_rag-*.whl")
@@ -30,6 +32,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_carries_the_prompts_strings_and_data(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert set(DATA) <= names
+    modules = {f"rag/{path.relative_to(PACKAGE_ROOT / 'rag').as_posix()}" for path in PACKAGE_ROOT.glob("rag/**/*.py")}
+    assert modules <= names  # the package list in pyproject.toml names every subpackage
     assert not any(name.startswith(("tests/", "evals/", "seeds/")) for name in names)
 
 

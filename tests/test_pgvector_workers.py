@@ -180,7 +180,8 @@ def test_a_build_alone_excludes_workers_and_discards_a_build_they_left(tmp_path,
 def test_the_benchmark_measures_one_and_two_workers(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(PACKAGE_ROOT / "evals"))
     bench = importlib.import_module("bench_index_workers")
-    rows = bench.measure(DSN, bench.corpus(tmp_path / "seeds", 6), "hash:", (1, 2), batch=2)
+    rows = bench.measure(DSN, bench.corpus(tmp_path / "seeds", 6), "hash:", (1, 2), batch=2,
+                         command=[sys.executable, "-c", RAG_MAIN])  # `rag` with the fakes registered
     assert [row["workers"] for row in rows] == [1, 2]
     for row in rows:
         assert row["articles"] == 6 and row["articles_per_s"] > 0 and sum(row["embedded"]) == row["chunks"] > 0

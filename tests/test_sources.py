@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from rag.assistant import Assistant
 from rag.errors import RagError
+from rag.formats import MAX_BYTES, SUFFIXES
 from rag.index import build_index
-from rag.ingest import MAX_BYTES, SUFFIXES
 from rag.library import DELETED, MAX_STEM_BYTES, Indexer, safe_name, store_file
 from rag.stores.faiss import FaissStore
 from rag.ui import Chat, Sources

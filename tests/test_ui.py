@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 import gradio as gr
@@ -14,6 +16,7 @@ from rag import cli, ui
 from rag.assistant import Answer, Assistant, Stage
 from rag.cite import Citation
 from rag.errors import RagError
+from rag.models import MODELS
 from rag.stores.faiss import FaissStore
 from rag.ui import UNEXPECTED, Chat, answer_html, create_app, escape, in_context, model_choices
 
@@ -224,6 +227,16 @@ def test_the_model_menu_names_a_file_by_its_name_and_a_server_by_its_url():
                                                                   "openai:http://10.0.0.5:8080/v1")
     assert model_choices("/models/my.gguf")[0] == ("my.gguf", "/models/my.gguf")
     assert [name for _, name in model_choices("qwen2.5-coder-0.5b")] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+
+
+def test_the_styles_and_words_are_package_data_and_the_models_come_from_the_registry():
+    data = resources.files("rag.prompts")
+    css, words = (data / "ui.css").read_text(encoding="utf-8"), tomllib.loads((data / "ui.toml").read_text("utf-8"))
+    assert ui.load_css() == css and "#chat .card" in css
+    assert words == ui.TEXT and words["chat"]["unexpected"] == UNEXPECTED and len(words["chat"]["examples"]) == 3
+    generators = [name for name, spec in MODELS.items() if spec.kind == "generator"]
+    assert set(words["models"]) <= set(generators)  # a label names a registered model, never a list of its own
+    assert [name for _, name in model_choices(generators[0])] == generators
 
 
 def test_the_warm_up_thread_is_joined_when_serving_fails(fake_assistant, monkeypatch):

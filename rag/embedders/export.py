@@ -18,17 +18,16 @@ import logging
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 
 import numpy as np
 
-from rag.config import PACKAGE_ROOT
 from rag.embedders.base import Kind
 from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require_fast
 from rag.embedders.sbert import SentenceTransformerEmbedder
 from rag.errors import RagError
-from rag.models import BUILT, ExportSpec
+from rag.models import BUILT, MODELS, ExportSpec, check_free_space, export_problem, pull
 
 # What the tokenizer and the prompts need, copied from the source folder next to the graph.
 COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
@@ -40,6 +39,20 @@ CHECK = [("query", "متى زار بوتين قطر لأول مرة؟"),
          ("document", "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له."),
          ("document", "تعود العلاقات الدبلوماسية بين قطر وروسيا إلى الأول من أغسطس عام 1988.")]
 MIN_CHECK_COSINE = 0.9  # a sound int8 build gives >= 0.93 (evals/bench_embedders.py): only a broken one falls under
+
+
+def pull_export(spec: ExportSpec, models_dir: Path, cache_dir: Path, log: Callable = print) -> Path:
+    """Build an export from its source model (pulled first if needed), unless a sound one is already there."""
+    source = MODELS[spec.source]
+    target = Path(models_dir) / spec.target
+    if export_problem(target, source.sha256) is None:
+        log(f"{spec.name}: already built at {target}")
+        return target
+    folder = pull(spec.source, models_dir, cache_dir, log)
+    check_free_space(source, target.parent)  # the fp32 ONNX graph, then the quantized model
+    build(spec, folder, target, source.sha256, log)
+    log(f"{spec.name}: built from {source.name} (sha256 {source.sha256[:12]}…) -> {target}")
+    return target
 
 
 def build(spec: ExportSpec, source: Path, target: Path, source_sha256: str, log: Callable = print) -> Path:
@@ -167,21 +180,11 @@ QUANTIZERS: dict[str, Callable[[Path, Path], dict]] = {
 
 
 def calibration_texts() -> list[tuple[Kind, str]]:
-    """(kind, text) for calibration: the chunks of the repository's seed articles as documents and the questions of
-    evals/gold-dev.jsonl as queries. The test questions and the benchmarks stay out of it."""
-    from rag.chunk import chunk_article
-    from rag.config import Config
-    from rag.ingest import load_articles
-
-    seeds, dev = PACKAGE_ROOT / "seeds", PACKAGE_ROOT / "evals" / "gold-dev.jsonl"
-    if not seeds.is_dir() or not dev.is_file():
-        raise RagError(f"the static-int8 export calibrates on {seeds} and {dev}: build it from a checkout of the "
-                       "repository")
-    settings = Config()
-    articles, _ = load_articles(seeds)
-    chunks = [c.text for a in articles for c in chunk_article(a, settings.chunk_size, settings.chunk_overlap)]
-    questions = [json.loads(line)["question"] for line in dev.read_text(encoding="utf-8").splitlines() if line]
-    return [("document", text) for text in chunks] + [("query", text) for text in questions]
+    """(kind, text) for calibration, shipped with the package (rag/data/calibration.jsonl): the chunks of the
+    repository's seed articles as documents and the questions of evals/gold-dev.jsonl as queries. The test questions
+    and the benchmarks stay out of it."""
+    lines = resources.files("rag").joinpath("data/calibration.jsonl").read_text(encoding="utf-8").splitlines()
+    return [(row["kind"], row["text"]) for row in map(json.loads, lines)]
 
 
 def check(embedder: OnnxEmbedder, reference: np.ndarray) -> None:

@@ -17,7 +17,7 @@ from rag.config import Config
 from rag.embedders.base import Kind
 from rag.embedders.sbert import folder_fingerprint
 from rag.errors import RagError, require
-from rag.models import BUILT
+from rag.models import BUILT, resolve
 
 
 def require_fast(module: str, what: str) -> ModuleType:
@@ -82,8 +82,6 @@ class OnnxEmbedder:
     @classmethod
     def from_config(cls, config: Config, spec: str) -> OnnxEmbedder:
         """The export named by spec (a registered export pulled into models_dir, or a local folder)."""
-        from rag.models import resolve
-
         return cls(resolve(spec, config.models_dir, "embedder"), device=config.device, threads=config.embed_threads)
 
     def _open(self, path: Path, device: str, threads: int) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 from rag.config import Config
 from rag.embedders.base import Kind
 from rag.errors import RagError
+from rag.models import resolve
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -66,8 +67,6 @@ class SentenceTransformerEmbedder:
     def from_config(cls, config: Config, spec: str) -> SentenceTransformerEmbedder:
         """The model named by spec: a registered model pulled into models_dir, or a local folder."""
         import torch
-
-        from rag.models import resolve
 
         if config.embed_threads:
             torch.set_num_threads(config.embed_threads)  # torch has one thread pool per process

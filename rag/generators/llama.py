@@ -12,6 +12,7 @@ from rag.config import CACHE_DIR, Config
 from rag.errors import RagError
 from rag.generators.base import Piece
 from rag.generators.llama_check import LlamaSettings, check
+from rag.models import resolve
 from rag.spans import TokenTrie, token_trie
 
 GGUF_MAGIC = b"GGUF"
@@ -87,16 +88,12 @@ class LlamaGenerator:
     @classmethod
     def from_config(cls, config: Config, spec: str) -> LlamaGenerator:
         """The model named by spec: a registered model pulled into models_dir, or a local .gguf file."""
-        from rag.models import resolve
-
         path = resolve(spec, config.models_dir, "generator")
         return cls(path, LlamaSettings.from_config(config))
 
     @staticmethod
     def check_config(config: Config, spec: str) -> str:
         """Smoke-test llama.cpp with the configured model and settings (in a child process); what was checked."""
-        from rag.models import resolve
-
         path = resolve(spec, config.models_dir, "generator")
         settings = LlamaSettings.from_config(config)
         failure = check(path, settings, CACHE_DIR / "checks")

@@ -15,7 +15,7 @@ from pathlib import Path
 from rag.chunk import Chunk
 from rag.config import Config
 from rag.errors import RagError
-from rag.evaluate import contains, exact_match, short, token_f1
+from rag.metrics import contains, exact_match, short, token_f1
 from rag.normalize import terms
 from rag.reading.candidates import Candidate, Proposal
 from rag.reading.features import GROUPS, NAMES, context, features

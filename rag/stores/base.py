@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from rag.article import Article
 from rag.chunk import Chunk
 from rag.errors import RagError
-from rag.ingest import Article
 from rag.rows import shape_problem
 
 FORMAT_VERSION = 2

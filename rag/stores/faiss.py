@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.article import Article
 from rag.chunk import Chunk
 from rag.config import Config
 from rag.errors import RagError, require
-from rag.ingest import Article
 from rag.normalize import terms as text_terms
 from rag.rows import dataclass_fields, row_problem
 from rag.stores.base import (

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.article import Article
 from rag.chunk import Chunk
 from rag.config import Config
 from rag.errors import RagError, require
-from rag.ingest import Article
 from rag.normalize import terms as text_terms
 from rag.stores.base import (
     BM25_B,

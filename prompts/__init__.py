@@ -1,4 +1,7 @@
-"""Prompts and the strings tied to them, shipped as package data: every prompt lives in a file, never in code."""
+"""Prompts and the strings tied to them (the UI's words and styles too): every one lives in a file here, never in code.
+
+The folder is the top-level `prompts/` of the checkout and installs as the package `rag.prompts` (pyproject.toml
+maps it), so a wheel carries it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from rag.errors import RagError
 
 @cache
 def load_prompt(name: str) -> str:
-    """The text of rag/prompts/<name>.txt."""
+    """The text of prompts/<name>.txt."""
     try:
         return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8").strip()
     except OSError as e:
@@ -19,7 +22,7 @@ def load_prompt(name: str) -> str:
 
 @cache
 def load_strings(name: str) -> dict:
-    """The strings tied to a prompt: rag/prompts/<name>.toml."""
+    """The strings tied to a prompt: prompts/<name>.toml."""
     import tomllib
 
     try:
