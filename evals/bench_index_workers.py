@@ -20,11 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from rag.benchmarks import pg_schema
 from rag.report import commit, machine, table, write_report
 from rag.stores.pgvector import PgVectorStore, shown_dsn
 
@@ -32,19 +30,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RAG = [sys.executable, "-m", "rag"]
 TIMEOUT = 3600  # seconds one build may take
-
-
-@contextmanager
-def pg_schema(dsn: str) -> Iterator[str]:
-    """The name of a new schema in the database of dsn, dropped afterwards."""
-    import psycopg
-
-    name = f"rag_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        yield name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def corpus(folder: Path, n: int) -> Path:
@@ -84,7 +69,7 @@ def measure(dsn: str, seeds: Path, embedder: str, workers: tuple[int, ...], batc
     articles = len(list(seeds.iterdir()))
     rows = []
     for n in workers:
-        with pg_schema(dsn) as schema:
+        with pg_schema(dsn, "rag_bench_") as schema:
             seconds, embedded = build(dsn, schema, seeds, embedder, n, batch, command)
             chunks = PgVectorStore(dsn, schema).count()
         rows.append({"workers": n, "articles": articles, "chunks": chunks, "seconds": round(seconds, 2),

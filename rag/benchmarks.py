@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,6 +127,19 @@ def running(args: list[str], ready: str, log: Path, timeout: float = 60, **popen
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def pg_schema(dsn: str, prefix: str) -> Iterator[str]:
+    """The name of a new schema (prefix + random hex) in the database of dsn, dropped afterwards."""
+    import psycopg
+
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def gold_questions(paths: list[Path]) -> list[dict]:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
-import subprocess
 import threading
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from hypothesis import settings
 
 from rag.assistant import Assistant
+from rag.benchmarks import pg_schema
 from rag.config import PACKAGE_ROOT, Config, load_config
 from rag.embedders import EMBEDDERS, make_embedder
 from rag.generators import GENERATORS
@@ -154,23 +150,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@contextmanager
-def pg_schema(dsn: str) -> Iterator[str]:
-    """The name of a new schema in the database of dsn, dropped afterwards."""
-    import psycopg
-
-    name = f"rag_test_{uuid.uuid4().hex[:10]}"
-    try:
-        yield name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
 @pytest.fixture
 def schema() -> Iterator[str]:
     """A schema of its own for each test, in the database of RAG_TEST_PG_DSN, dropped afterwards."""
-    with pg_schema(PG_DSN) as name:
+    with pg_schema(PG_DSN, "rag_test_") as name:
         yield name
 
 
@@ -181,40 +164,6 @@ def build_store(seeds: Path, folder: Path, embedder=None, size: int = 200, overl
     return make_store(config)
 
 
-def free_port() -> int:
-    """A loopback port that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(args: list[str], ready: str, log: Path, timeout: float = 60, **popen) -> Iterator[subprocess.Popen]:
-    """A process started with args (output into log), given once the URL `ready` answers 200; stopped afterwards,
-    whatever happens."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **popen)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{args} exited:\n{log.read_text(errors='replace')[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{args} did not answer {ready} within {timeout} s")
-                try:
-                    if httpx.get(ready, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 # The fast tests' selector: the reply the model names wins, then a definition, a list or the copy (unless the model is

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port, running
+
+from rag.benchmarks import free_port, running
 
 TESTS = Path(__file__).resolve().parent
 SESSIONS = 20

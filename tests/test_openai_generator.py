@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import HashEmbedder, build_store, free_port, running
+from conftest import HashEmbedder, build_store
 
 from rag.assistant import Answer, Assistant
+from rag.benchmarks import free_port, running
 from rag.config import Config, load_config
 from rag.errors import RagError
 from rag.generators import make_generator

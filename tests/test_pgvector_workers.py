@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTICLES, RAG_MAIN, HashEmbedder, pg_schema
+from conftest import ARTICLES, RAG_MAIN, HashEmbedder
 
+from rag.benchmarks import pg_schema
 from rag.config import PACKAGE_ROOT
 from rag.errors import RagError
 from rag.index import build_index, share_index
@@ -52,7 +53,7 @@ def _first_then_all(folder: Path, schema: str) -> Path:
 @pytest.fixture
 def reference(tmp_path) -> tuple[str, int]:
     """(schema, chunks embedded) of the same two builds by one process alone."""
-    with pg_schema(DSN) as schema:
+    with pg_schema(DSN, "rag_test_") as schema:
         seeds = _first_then_all(tmp_path / "reference", schema)
         report = build_index(seeds, PgVectorStore(DSN, schema), HashEmbedder(), SIZE, OVERLAP, log=lambda *_: None)
         yield schema, report.embedded

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 
 from rag import cli, ingest, models
 from rag.assistant import Answer, Assistant, check_question, rewrite_followup
+from rag.benchmarks import free_port
 from rag.chunk import sentence_spans
 from rag.cite import attribute, is_instruction
 from rag.config import PACKAGE_ROOT, Config
@@ -519,12 +519,6 @@ def test_the_source_viewer_reads_only_indexed_articles(fake_assistant, source):
         fake_assistant.article(source)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def serve(fake_assistant, monkeypatch):
     """Start the UI over the fake assistant on a free loopback port; returns its base URL (no trailing /)."""
@@ -534,7 +528,7 @@ def serve(fake_assistant, monkeypatch):
     apps = []
 
     def start(auth: str = "") -> str:
-        config = fake_assistant.config.replace(port=_free_port(), auth=auth)
+        config = fake_assistant.config.replace(port=free_port(), auth=auth)
         app = create_app(fake_assistant, config)
         apps.append(app)
         return launch(app, config, prevent_thread_lock=True).rstrip("/")

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 import httpx
 import openai
 import pytest
-from conftest import HashEmbedder, ScriptedGenerator, build_store, free_port, running
+from conftest import HashEmbedder, ScriptedGenerator, build_store
 
 from rag import cli
 from rag.assistant import Assistant
+from rag.benchmarks import free_port, running
 from rag.config import FIELD_TYPES, PACKAGE_ROOT, load_config
 from rag.errors import RagError
 from rag.serve import MAX_BODY, MODEL_ID, create_api, server

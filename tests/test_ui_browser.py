@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from test_sources import MUSEUM, GatedEmbedder
 
 import rag.ui
 from rag.assistant import Answer, Assistant, Stage
+from rag.benchmarks import free_port
 from rag.cite import Citation
 from rag.config import PACKAGE_ROOT
 from rag.stores.faiss import FaissStore
@@ -82,12 +82,6 @@ def page(browser):
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     yield page
     page.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
