@@ -120,8 +120,12 @@ def main() -> None:
     choosers = {"old rules (fixed order)": rules, **{f"{s} alone": alone(s) for s in
                                                       ("reply", "copy", "typed", "definition", "clause")},
                 "selector (default)": with_selector(selector)}
+    objective = selector.manifest.get("objective", "pointwise")
+    for other in {"pointwise", "listwise"} - {objective}:
+        choosers[f"selector trained {other}"] = with_selector(fit(training, objective=other))
     for group in GROUPS:
-        choosers[f"selector without {group} features"] = with_selector(fit(training, drop=[group]))
+        choosers[f"selector without {group} features"] = with_selector(fit(training, drop=[group],
+                                                                           objective=objective))
     choosers["oracle (best candidate)"] = oracle
     results, timings = {}, {}
     for name, records in sets.items():

@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--false-refusals", type=float, default=0.05, help="the threshold refuses at most this "
                                                                              "share of answerable questions")
+    parser.add_argument("--objective", choices=["pointwise", "listwise"], default="pointwise",
+                        help="judge each candidate alone, or against its question's other candidates")
+    parser.add_argument("--c", type=float, default=1.0, help="inverse strength of the L2 penalty")
     parser.add_argument("--out", type=Path, default=HERE.parent / "rag" / "data" / "selector.json")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR / "reader")
     args = parser.parse_args()
@@ -74,7 +77,7 @@ def main() -> None:
     retrieving = Assistant.load(config, generator)
     records += list(collect(lambda q, passages: retrieving.ask(q), gold_examples(load_gold(GOLD_DEV), "gold-dev"),
                             cache))
-    selector = fit(records, false_refusals=args.false_refusals)
+    selector = fit(records, false_refusals=args.false_refusals, c=args.c, objective=args.objective)
     selector.manifest |= {
         "model": generator.id,
         "data": {path.name: file_hash(path) for data, ids in SETS.values() for path in (data, ids)}

@@ -8,13 +8,14 @@ import pytest
 from conftest import SCRIPTED_SELECTOR, ScriptedGenerator
 
 from rag.answer_types import DATE, OTHER
+from rag.config import Config
 from rag.errors import RagError
 from rag.evidence import Evidence, Ranked, select
 from rag.reading.candidates import Candidate, Proposal, part_of, propose
 from rag.reading.features import GROUPS, NAMES, clause_of, distance, features, overlap_f1
 from rag.reading.select import choose
 from rag.reading.selector import load_selector, parse_selector
-from rag.reading.train import alone, fit, oracle, right, score, threshold_for, with_selector
+from rag.reading.train import alone, fit, oracle, proposals_file, right, score, threshold_for, with_selector
 
 VISIT = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."
 SAID = "وقال بوغدانوف إن موسكو تدعم الحوار، مؤكدا أهمية دور قطر في الوساطة."
@@ -122,15 +123,23 @@ def _records(n: int) -> list[dict]:
     return out
 
 
-def test_a_selector_trained_on_records_picks_the_right_candidate_and_refuses_when_the_model_says_so():
+@pytest.mark.parametrize("objective", ["pointwise", "listwise"])
+def test_a_selector_trained_on_records_picks_the_right_candidate_and_refuses_when_the_model_says_so(objective):
     records = _records(40)
-    selector = fit(records, false_refusals=0.05)
+    selector = fit(records, false_refusals=0.05, objective=objective)
     assert selector.names == NAMES and selector.manifest["candidates"] == 80 and selector.manifest["right"] == 30
     figures = score(records, with_selector(selector))
     assert figures["correct"] == 1.0 and figures["false_refusals"] == 0.0 and figures["unanswerable_refused"] == 1.0
     assert selector.manifest["validation"]["correct"] == 1.0
     lean = fit(records, drop=["model", "source"])
     assert not {"reply_f1", "source_reply"} & set(lean.names)
+
+
+def test_the_proposals_cache_is_named_by_the_readers_code_prompts_and_settings(tmp_path):
+    first = proposals_file(tmp_path, Config(), "model.gguf")
+    assert first.parent == tmp_path and first.name.startswith("proposals-model.gguf-")
+    assert proposals_file(tmp_path, Config(), "model.gguf") == first
+    assert proposals_file(tmp_path, Config(evidence_sentences=4), "model.gguf") != first
 
 
 def test_choosers_and_scores():

@@ -63,9 +63,9 @@ def proposals_file(folder: Path, config: Config, generator_id: str) -> Path:
     digest = hashlib.sha256(f"{generator_id} {config.evidence_sentences} {config.candidates} {config.top_k} "
                             f"{config.chunk_size} {config.n_ctx} {config.max_tokens}".encode())
     package = resources.files("rag")
-    for name in ("reading/candidates.py", "evidence.py", "spans.py", "answer_types.py", "assistant.py"):
+    for name in ("reading/candidates.py", "evidence.py", "spans.py", "answer_types.py", "dates.py", "assistant.py"):
         digest.update(package.joinpath(name).read_bytes())
-    for prompt in sorted(package.joinpath("prompts").iterdir(), key=lambda t: t.name):
+    for prompt in sorted(resources.files("rag.prompts").iterdir(), key=lambda t: t.name):
         if prompt.name.startswith("reader"):
             digest.update(prompt.read_bytes())
     return folder / f"proposals-{generator_id}-{digest.hexdigest()[:12]}.jsonl"
@@ -176,9 +176,40 @@ def threshold_for(best: list[float | None], answerable: list[bool], false_refusa
     return scores[allowed] if allowed < len(scores) else 1.0  # refuses the `allowed` least likely
 
 
-def fit(records: list[dict], drop: Iterable[str] = (), false_refusals: float = 0.05, c: float = 1.0) -> Selector:
-    """A selector trained on the records, without the feature groups in drop; its threshold refuses, out of fold, at
-    most this share of the answerable questions."""
+def listwise(z, y, groups, c: float) -> tuple[list[float], float]:
+    """Coefficients that rank each question's right candidates first (softmax over a question's candidates, L2 with
+    strength 1/c), and the intercept that makes the best candidate's score a probability of being right."""
+    import numpy as np
+    from scipy.optimize import minimize
+    from sklearn.linear_model import LogisticRegression
+
+    questions = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    ranked = [rows for rows in questions if y[rows].any()]  # a question with no right candidate ranks nothing
+
+    def loss(w):
+        total, grad = w @ w / (2 * c), w / c
+        for rows in ranked:
+            s = z[rows] @ w
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            right = y[rows] == 1
+            q = p * right / p[right].sum()  # the softmax restricted to the right candidates
+            total -= np.log(p[right].sum())
+            grad -= z[rows].T @ (q - p)
+        return total, grad
+
+    w = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
+    best = [rows[np.argmax(z[rows] @ w)] for rows in questions]
+    calibration = LogisticRegression().fit((z[best] @ w).reshape(-1, 1), y[best])
+    slope = float(calibration.coef_[0, 0])
+    return (w * slope).tolist(), float(calibration.intercept_[0])
+
+
+def fit(records: list[dict], drop: Iterable[str] = (), false_refusals: float = 0.05, c: float = 1.0,
+        objective: str = "pointwise") -> Selector:
+    """A selector trained on the records, without the feature groups in drop: each candidate judged alone
+    (pointwise) or against its question's others (listwise); its threshold refuses, out of fold, at most this share
+    of the answerable questions."""
     try:
         import numpy as np
         from sklearn.linear_model import LogisticRegression
@@ -193,21 +224,25 @@ def fit(records: list[dict], drop: Iterable[str] = (), false_refusals: float = 0
     scale[scale == 0] = 1.0
     z = (x - mean) / scale
 
-    def model() -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=2000)
+    def train(rows) -> tuple[list[float], float]:
+        if objective == "listwise":
+            return listwise(z[rows], y[rows], groups[rows], c)
+        model = LogisticRegression(C=c, max_iter=2000).fit(z[rows], y[rows])
+        return model.coef_[0].tolist(), float(model.intercept_[0])
 
     held = np.zeros(len(y))
-    for train, test in GroupKFold(FOLDS).split(z, y, groups):
-        held[test] = model().fit(z[train], y[train]).predict_proba(z[test])[:, 1]
+    for inside, outside in GroupKFold(FOLDS).split(z, y, groups):
+        coef, intercept = train(inside)
+        held[outside] = 1 / (1 + np.exp(-(z[outside] @ np.asarray(coef) + intercept)))
     best: list[float | None] = [None] * len(records)
     for p, i in zip(held, owners, strict=True):
         best[i] = max(best[i] or 0.0, float(p))
     threshold = threshold_for(best, [bool(r["answers"]) for r in records], false_refusals)
-    final = model().fit(z, y)
+    coef, intercept = train(np.arange(len(y)))
     validation = score(records, out_of_fold(records, held.tolist(), threshold))
-    return Selector(names, mean.tolist(), scale.tolist(), final.coef_[0].tolist(), float(final.intercept_[0]),
-                    round(float(threshold), 4), {"candidates": len(y), "right": int(y.sum()), "C": c,
-                                                 "false_refusal_target": false_refusals, "validation": validation})
+    return Selector(names, mean.tolist(), scale.tolist(), coef, intercept, round(float(threshold), 4),
+                    {"candidates": len(y), "right": int(y.sum()), "C": c, "objective": objective,
+                     "false_refusal_target": false_refusals, "validation": validation})
 
 
 def out_of_fold(records: list[dict], held: list[float], threshold: float) -> Chooser:
