@@ -1,13 +1,14 @@
 """Train the reader's selector: one command, deterministic, from the committed splits and the shared data.
 
-    .venv/bin/python evals/train_reader.py              # about 50 minutes on 2 cores the first time; the model's
+    .venv/bin/python evals/train_reader.py              # 10-25 minutes on 2 cores the first time; the model's
                                                         # proposals are cached, so a rerun takes a minute
 
 The model reads every training question with its own paragraph (ARCD train, the TyDi-ar training split), a share
 of them with another paragraph that does not hold the answer (negatives for refusal), and the gold dev split through
-retrieval. The selector (a logistic regression over the candidates' features) and its refusal threshold, chosen out
-of fold for a stated false-refusal rate, are written to rag/data/selector.json with a manifest: data hashes, the
-feature list, the model id and the validation scores. XQuAD-ar and the gold test split are never read here.
+retrieval. The selector (a logistic regression over the candidates' features, pointwise or listwise) and its
+refusal threshold, chosen out of fold for a stated false-refusal rate, are written to rag/data/selector.json with a
+manifest: data hashes, the feature list, the model id and the validation scores.
+XQuAD-ar and the gold test split are never read here.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def examples(per_set: int, negative_share: float, seed: int) -> list[Example]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-set", type=int, default=250, help="training questions drawn from each set")
-    parser.add_argument("--negatives", type=float, default=0.3, help="share of them also read with a paragraph "
+    parser.add_argument("--per-set", type=int, default=120, help="training questions drawn from each set")
+    parser.add_argument("--negatives", type=float, default=0.15, help="share of them also read with a paragraph "
                                                                        "that does not answer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--false-refusals", type=float, default=0.05, help="the threshold refuses at most this "
