@@ -15,6 +15,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from rag.errors import RagError
+
 HISTORY = "history.jsonl"
 RUNS = "runs"
 
@@ -73,6 +75,11 @@ def write_report(folder: Path, name: str, markdown: str, result: dict, headline:
     """Overwrite folder/<name>.md and <name>.json (the result), append the run's line to folder/history.jsonl and,
     when given, write the per-question rows to folder/runs/<name>-<time>.jsonl; the report's path."""
     folder = Path(folder)
+    # Reports are overwritten only in a results folder, one a run made (it holds the history): never a user's file.
+    taken = [n for n in (f"{name}.md", f"{name}.json") if (folder / n).exists()]
+    if taken and not (folder / HISTORY).exists():
+        raise RagError(f"{folder / taken[0]} exists and {folder} is not a results folder (no {HISTORY}): give "
+                       "another folder for the report")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
     (folder / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

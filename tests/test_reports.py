@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rag.config import PACKAGE_ROOT
+from rag.errors import RagError
 from rag.report import cell, table, write_report
 
 EVALS = PACKAGE_ROOT / "evals"
@@ -36,6 +37,13 @@ def test_a_run_overwrites_its_report_and_adds_one_line_to_the_history(tmp_path):
         ("demo", "rev1", "2 × test CPU", 0.1), ("demo", "rev2", "2 × test CPU", 0.2)]
     rows = sorted((tmp_path / "runs").glob("demo-*.jsonl"))
     assert rows and json.loads(rows[-1].read_text().splitlines()[0]) == {"id": "q1", "n": 2}
+
+
+def test_a_report_is_never_written_into_a_folder_the_project_does_not_own(tmp_path):
+    (tmp_path / "demo.md").write_text("my notes", encoding="utf-8")
+    with pytest.raises(RagError, match="is not a results folder"):
+        write_report(tmp_path, "demo", "# run\n", {}, {}, "rev", MACHINE)
+    assert (tmp_path / "demo.md").read_text(encoding="utf-8") == "my notes"
 
 
 def test_without_rows_nothing_goes_to_runs(tmp_path):
