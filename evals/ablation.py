@@ -2,7 +2,9 @@
 candidates alone, the trained selector, the selector retrained without each feature group, and the oracle (the best
 candidate, knowing the answer), on the gold dev and test splits (through retrieval), XQuAD-ar and the TyDi-ar
 held-out split (each question with its own paragraph). The model reads each question once; every row chooses among
-the same candidates. Writes evals/results/ablation.md and ablation.json, and the run's line in history.jsonl
+the same candidates. With --judge N, also the selector with a judge trained here (the model's log-probability of
+its best N candidates), and the answer time of the whole assistant with and without it, on gold test questions
+asked in turns. Writes evals/results/ablation.md and ablation.json, and the run's line in history.jsonl
 (rag.report).
 
     .venv/bin/python evals/ablation.py        # about 60 minutes on 2 cores; the model's proposals are cached
@@ -14,6 +16,7 @@ import argparse
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rag.answer_types import LIST, YESNO, defines
@@ -26,11 +29,13 @@ from rag.reading.candidates import Candidate, Proposal, invented, says_none, typ
 from rag.reading.features import GROUPS
 from rag.reading.selector import load_selector
 from rag.reading.train import (
+    Judgements,
     ParagraphIdf,
     alone,
     collect,
     fit,
     gold_examples,
+    judgements_file,
     oracle,
     proposals_file,
     score,
@@ -86,11 +91,24 @@ def tables(results: dict) -> list[str]:
     return lines
 
 
+def answer_times(assistants: dict[str, Assistant], questions: list[str]) -> dict[str, dict[str, float]]:
+    """p50 and p95 of the answer time of each assistant over the questions, asked by each in turn."""
+    seconds: dict[str, list[float]] = {name: [] for name in assistants}
+    for question in questions:
+        for name, assistant in assistants.items():
+            seconds[name].append(assistant.ask(question).timings["total"])
+    return {name: {f"p{q}": percentile(values, q) for q in (50, 95)} for name, values in seconds.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--xquad", type=int, default=400, help="seeded questions of XQuAD-ar")
     parser.add_argument("--tydi", type=int, default=None, help="seeded questions of the TyDi-ar held-out split "
                                                                "(default all 187)")
+    parser.add_argument("--judge", type=int, default=0, help="also train and measure a judge of the selector's best "
+                                                             "N candidates (the model scores each)")
+    parser.add_argument("--timed", type=int, default=40, help="with --judge: gold test questions answered with and "
+                                                              "without the judge, in turns, for the answer time")
     parser.add_argument("--quick", action="store_true", help="10 questions per set, to check that it runs")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR / "reader")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -120,6 +138,10 @@ def main() -> None:
     choosers = {"old rules (fixed order)": rules, **{f"{s} alone": alone(s) for s in
                                                       ("reply", "copy", "typed", "definition", "clause")},
                 "selector (default)": with_selector(selector)}
+    if args.judge:
+        judge = Judgements(generator, judgements_file(cache))
+        judged = fit(training, judge=judge, judged=args.judge)
+        choosers[f"selector and judge of its best {args.judge}"] = with_selector(judged, judge=judge)
     objective = selector.manifest.get("objective", "pointwise")
     for other in {"pointwise", "listwise"} - {objective}:
         choosers[f"selector trained {other}"] = with_selector(fit(training, objective=other))
@@ -139,10 +161,20 @@ def main() -> None:
     lines += ["Answer time per question (the whole reader, the model read once; the answer is shown whole, so its "
               "first word comes at this time too):", ""]
     lines += [f"- {name}: p50 {t['p50']:.2f} s, p95 {t['p95']:.2f} s" for name, t in timings.items() if t["p50"]]
+    judge_timings = {}
+    if args.judge:
+        path = args.cache / f"selector-judged-{args.judge}.json"
+        path.write_text(json.dumps(judged.to_dict(), ensure_ascii=False), encoding="utf-8")
+        questions = [q["question"] for q in load_gold(HERE / "gold-test.jsonl")][: limit or args.timed]
+        judge_timings = answer_times({"with the judge": Assistant.load(replace(config, selector=str(path)), generator),
+                                      "without the judge": retrieving}, questions)
+        lines += ["", "Answer time of the whole assistant (retrieval, reading, checking) on gold test questions asked "
+                  "in turns with and without the judge, the same process, warm:", ""]
+        lines += [f"- {name}: p50 {t['p50']:.2f} s, p95 {t['p95']:.2f} s" for name, t in judge_timings.items()]
     headline = {name: {c: rows["selector (default)"][c] for c in ("correct", "f1", "false_refusals")}
                 for name, rows in results.items()}
-    write_report(args.out, "ablation", "\n".join(lines) + "\n", {"results": results, "timings": timings}, headline,
-                 commit(HERE.parent), machine())
+    figures = {"results": results, "timings": timings, "judge_timings": judge_timings}
+    write_report(args.out, "ablation", "\n".join(lines) + "\n", figures, headline, commit(HERE.parent), machine())
     print("\n".join(lines))
 
 

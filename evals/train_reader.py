@@ -25,11 +25,13 @@ from rag.evaluate import load_gold
 from rag.generators import make_generator
 from rag.reading.train import (
     Example,
+    Judgements,
     ParagraphIdf,
     collect,
     file_hash,
     fit,
     gold_examples,
+    judgements_file,
     negatives,
     proposals_file,
     squad_examples,
@@ -65,6 +67,9 @@ def main() -> None:
     parser.add_argument("--objective", choices=["pointwise", "listwise"], default="pointwise",
                         help="judge each candidate alone, or against its question's other candidates")
     parser.add_argument("--c", type=float, default=1.0, help="inverse strength of the L2 penalty")
+    parser.add_argument("--judged", type=int, default=0, help="train a judge too: the model's log-probability of "
+                                                              "the selector's best N candidates of each question (0: "
+                                                              "no judge, as shipped; see evals/README.md)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "rag" / "data" / "selector.json")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR / "reader")
     args = parser.parse_args()
@@ -78,13 +83,15 @@ def main() -> None:
     retrieving = Assistant.load(config, generator)
     records += list(collect(lambda q, passages: retrieving.ask(q), gold_examples(load_gold(GOLD_DEV), "gold-dev"),
                             cache))
-    selector = fit(records, false_refusals=args.false_refusals, c=args.c, objective=args.objective)
+    judge = Judgements(generator, judgements_file(cache)) if args.judged else None
+    selector = fit(records, false_refusals=args.false_refusals, c=args.c, objective=args.objective, judge=judge,
+                   judged=args.judged)
     selector.manifest |= {
         "model": generator.id,
         "data": {path.name: file_hash(path) for data, ids in SETS.values() for path in (data, ids)}
         | {GOLD_DEV.name: file_hash(GOLD_DEV)},
         "examples": {g: sum(r["group"] == g for r in records) for g in sorted({r["group"] for r in records})},
-        "settings": {"per_set": args.per_set, "negatives": args.negatives, "seed": args.seed,
+        "settings": {"per_set": args.per_set, "negatives": args.negatives, "seed": args.seed, "judged": args.judged,
                      "evidence_sentences": config.evidence_sentences, "candidates": config.candidates},
         "seconds": round(time.perf_counter() - started),
     }

@@ -83,8 +83,12 @@ class Config:
                                 "reader's answer ('': the one shipped with the package)")
     candidates: str = setting(",".join(CANDIDATE_SOURCES), "the ways the extracting reader "
                               "proposes answers, comma-separated (copy costs a second pass of the model)")
-    min_confidence: float = setting(-1.0, "refuse when the selector gives the best candidate a lower probability of "
-                                          "being right (-1: the selector's own threshold, chosen on validation data)")
+    judged: int = setting(-1, "how many of the selector's best candidates the model judges by its log-probability "
+                              "of each as its reply, a short extra pass (-1: as many as the selector was trained "
+                              "for; 0: none, the selector alone); backends that cannot score replies skip it")
+    min_confidence: float = setting(-1.0, "refuse when the selector (or its judge) gives the best candidate a lower "
+                                          "probability of being right (-1: its own threshold, chosen on validation "
+                                          "data)")
     # Below this cosine for the best passage, and with few of the question's terms in the passages, the question
     # is refused before generation. Cosines depend on the embedder: 0.45 is measured for EmbeddingGemma-300M.
     min_similarity: float = setting(0.45, "refuse below this cosine when the passages miss the question's terms")
@@ -225,6 +229,8 @@ def _validate(config: Config) -> Config:
         raise RagError(f"setting candidate_sentences must be 0 or more, not {config.candidate_sentences}")
     if unknown := [c for c in config.candidates.split(",") if c not in CANDIDATE_SOURCES]:
         raise RagError(f"setting candidates names unknown ways {unknown}; known: {', '.join(CANDIDATE_SOURCES)}")
+    if config.judged < -1:
+        raise RagError(f"setting judged must be -1 (the selector's own), 0 (no judge) or more, not {config.judged}")
     if not (config.min_confidence == -1 or 0 <= config.min_confidence <= 1):
         raise RagError(f"setting min_confidence must be a probability between 0 and 1, or -1 (the selector's own), "
                        f"not {config.min_confidence}")

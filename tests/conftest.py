@@ -69,10 +69,11 @@ class HashEmbedder:
 
 class ScriptedGenerator:
     """Replies with a scripted text, token by token, and remembers the prompts it was given. Its `extract` copies
-    the first span it may (or the scripted `copied` text) and `choose` returns the scripted scores."""
+    the first span it may (or the scripted `copied` text), `choose` returns the scripted scores and `score` gives
+    each word of a reply the scripted log-probability (-2 if none)."""
 
     id = "scripted"
-    features = frozenset({"extract", "choose"})
+    features = frozenset({"extract", "choose", "score"})
 
     def __init__(self, reply: str | Callable[[list[dict]], str] = "لا تتضمن المصادر إجابة عن هذا السؤال.",
                  copied: str | None = None, scores: dict[str, float] | None = None, logprob: float = 0.0):
@@ -81,6 +82,8 @@ class ScriptedGenerator:
         self.prompts: list[list[dict]] = []  # of generate()
         self.extracted: list[tuple[list[str], bool]] = []  # (spans, whole) of each extract()
         self.chosen: list[list[dict]] = []  # prompts of choose()
+        self.judgements: dict[str, float] = {}  # reply -> log-probability of each of its words, for score()
+        self.scored: list[list[str]] = []  # replies of each score()
 
     @classmethod
     def from_config(cls, config: Config, spec: str) -> ScriptedGenerator:
@@ -101,6 +104,10 @@ class ScriptedGenerator:
     def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:
         self.chosen.append(messages)
         return {option: self.scores.get(option, -10.0) for option in options}
+
+    def score(self, messages: list[dict], replies: list[str]) -> list[list[float]]:
+        self.scored.append(replies)
+        return [[self.judgements.get(reply, -2.0)] * len(reply.split()) + [-0.1] for reply in replies]
 
 
 class SlowHashEmbedder(HashEmbedder):

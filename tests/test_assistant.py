@@ -46,7 +46,7 @@ def test_markers_in_the_answer_match_the_citations_of_the_free_reader(fake_assis
 def test_model_prompt_holds_the_evidence_and_the_question(fake_assistant):
     fake_assistant.ask(VISIT_QUESTION)
     [messages] = fake_assistant.generator.prompts
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * 3, "user"]  # three worked examples
     assert messages[0]["content"] == _prompt("reader_system", fake_assistant.config)
     last = messages[-1]["content"]
     assert "[1] (زيارة بوتين إلى الدوحة) " in last  # the sentence gives its date: no publication date beside it
@@ -58,9 +58,9 @@ def test_warm_up_sends_the_fixed_prefix_that_every_question_starts_with(fake_ass
     fake_assistant.warm_up()
     fake_assistant.ask(VISIT_QUESTION)
     warm, asked = fake_assistant.generator.prompts
-    assert warm[:3] == asked[:3]  # system prompt and worked example, unchanged
-    assert warm[3]["content"].startswith(_prompt("reader_question", fake_assistant.config).split("{passages}")[0])
-    assert "[1]" not in warm[3]["content"]  # no passage, no question
+    assert warm[:-1] == asked[:-1] and len(warm) == 8  # system prompt and worked examples, unchanged
+    assert warm[-1]["content"].startswith(_prompt("reader_question", fake_assistant.config).split("{passages}")[0])
+    assert "[1]" not in warm[-1]["content"]  # no passage, no question
 
 
 def test_an_invented_number_is_refused(fake_assistant):

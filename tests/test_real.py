@@ -166,6 +166,19 @@ def test_the_logits_processor_really_constrains_the_model(real_assistant):
     assert set(scores) == {"نعم", "لا"} and all(s < 0 for s in scores.values())
 
 
+@pytest.mark.real
+def test_the_model_judges_whole_replies_and_its_cache_stays_right(real_assistant):
+    generator = real_assistant.generator
+    chat = [{"role": "user", "content": f"{VISIT_SENTENCE}\nمتى زار بوتين قطر؟ أجب بعبارة قصيرة من النص."}]
+    before = "".join(generator.generate(chat, 12, ["\n"], 0.0))
+    right, wrong, none = generator.score(chat, ["فبراير عام 2007", "الرئيس الروسي", "لا توجد إجابة"])
+    assert len(right) >= 3 and len(wrong) >= 2 and len(none) >= 2  # its tokens, then the end
+    assert all(lp <= 0 for lp in right + wrong + none) and sum(right) > sum(wrong)
+    assert "".join(generator.generate(chat, 12, ["\n"], 0.0)) == before  # the prompt's cache left as it was
+    other = [{"role": "user", "content": "ما عاصمة قطر؟ أجب بكلمة."}]
+    assert generator.score(other, ["الدوحة"])[0] == generator.score(other, ["الدوحة"])[0]
+
+
 VISIT_SENTENCE = ("قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، "
                   "وهي أول زيارة له إلى قطر كرئيس.")
 

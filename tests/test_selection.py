@@ -12,10 +12,21 @@ from rag.config import Config
 from rag.errors import RagError
 from rag.evidence import Evidence, Ranked, select
 from rag.reading.candidates import Candidate, Proposal, part_of, propose
-from rag.reading.features import GROUPS, NAMES, clause_of, distance, features, overlap_f1
-from rag.reading.select import choose
-from rag.reading.selector import load_selector, parse_selector
-from rag.reading.train import alone, fit, oracle, proposals_file, right, score, threshold_for, with_selector
+from rag.reading.features import GROUPS, JUDGE_NAMES, NAMES, clause_of, distance, features, judge_features, overlap_f1
+from rag.reading.select import SelectingReader, choose
+from rag.reading.selector import Selector, load_selector, parse_selector
+from rag.reading.train import (
+    Judgements,
+    alone,
+    fit,
+    judgements_file,
+    oracle,
+    proposals_file,
+    right,
+    score,
+    threshold_for,
+    with_selector,
+)
 
 VISIT = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."
 SAID = "وقال بوغدانوف إن موسكو تدعم الحوار، مؤكدا أهمية دور قطر في الوساطة."
@@ -148,3 +159,89 @@ def test_choosers_and_scores():
     assert score(records, oracle)["correct"] == 1.0
     assert score(records, alone("clause"))["correct"] == 0.0
     assert score(records, alone("reply"))["unanswerable_refused"] == 0.0
+
+
+def test_judge_features_compare_the_models_log_probabilities_of_the_best_candidates():
+    looks = judge_features([0.9, 0.2], [[-0.1, -0.2, -0.1], [-3.0, -4.0, -1.0], [-5.0, -0.5]])
+    assert [list(v) for v in looks] == [JUDGE_NAMES, JUDGE_NAMES]
+    first, second = looks
+    assert first["prior"] == pytest.approx(math.log(9)) and second["prior_rank"] == 1.0
+    assert first["logprob"] == pytest.approx(-0.4) and first["gap"] == 0.0 and second["gap"] == pytest.approx(-7.6)
+    assert first["share"] + second["share"] == pytest.approx(1.0) and first["share"] > 0.99
+    assert first["none_margin"] == pytest.approx(5.1) and second["end_logprob"] == -1.0
+    assert first["mean_logprob"] == pytest.approx(-0.4 / 3) and second["min_logprob"] == -4.0
+    assert judge_features([1.0], [[-1.0], [-1.0]])[0]["prior"] == 10.0  # a certain prior is cut, not infinite
+
+
+JUDGE = Selector(["logprob"], [0.0], [1.0], [1.0], 4.0, 0.5, {"note": "a judge of one feature"})
+
+
+def _judged(selector: Selector = SCRIPTED_SELECTOR) -> Selector:
+    return Selector(**{**selector.__dict__, "judge": JUDGE, "judged": 2})
+
+
+def test_the_judge_looks_again_at_the_selectors_best_and_may_overrule_it():
+    proposal = _proposal()  # the selector prefers the reply (فبراير عام 2007) to the clause
+    asked = []
+
+    def judge(top: list[int]) -> list[list[float]]:
+        asked.append(top)
+        return [[-0.5] if proposal.candidates[i].parts[0].text.startswith("وهي") else [-3.0] for i in top] + [[-1.0]]
+
+    reading = choose(proposal, _judged(), None, judge)
+    assert asked == [[1, 0]] and reading.parts[0].text.startswith("وهي") and reading.confidence > 0.9
+    assert choose(proposal, _judged(), None, judge, judged=0).parts[0].text == "فبراير عام 2007"  # no second look
+    assert choose(proposal, _judged(), None, judge, judged=1).parts[0].text == "فبراير عام 2007"  # only its best
+    assert choose(proposal, _judged(), 0.999, judge).refused  # a stated threshold holds for the judge too
+    never = choose(proposal, _judged(), None, lambda top: [[-9.0]] * len(top) + [[-0.1]])
+    assert never.refused and never.confidence < JUDGE.threshold  # the judge's own threshold
+
+
+def test_a_selector_with_a_judge_reads_and_writes_its_json():
+    selector = _judged()
+    assert parse_selector(json.dumps(selector.to_dict()), "x") == selector
+    assert "judge" not in SCRIPTED_SELECTOR.to_dict()
+    broken = selector.to_dict() | {"judged": 0}
+    with pytest.raises(RagError, match="judged >= 1"):
+        parse_selector(json.dumps(broken), "x")
+
+
+def test_the_reader_asks_the_model_to_judge_folded_candidates_and_no_answer(monkeypatch):
+    monkeypatch.setattr("rag.reading.select.load_selector", lambda path="": _judged())
+    generator = ScriptedGenerator("فبراير عام 2007")
+    generator.judgements["فبراير عام 2007"] = -0.2
+    evidence = [_ev(VISIT.replace("قطر", "قطر ی"))]  # a Persian letter: the model reads it folded
+    reading = SelectingReader(Config(), generator).read("متى زار بوتين قطر؟", evidence, DATE)
+    assert reading.parts[0].text == "فبراير عام 2007" and len(generator.scored) == 1
+    *replies, none = generator.scored[0]
+    assert len(replies) == 2 and none == "لا توجد إجابة" and not any("ی" in r for r in replies)
+    SelectingReader(Config(judged=0), generator).read("متى زار بوتين قطر؟", evidence, DATE)
+    assert len(generator.scored) == 1  # judged = 0: the selector alone
+
+
+def test_judgements_are_cached_by_record_and_reply(tmp_path):
+    generator = ScriptedGenerator()
+    path = judgements_file(tmp_path / "proposals-m-0123.jsonl")
+    assert path.parent == tmp_path and path.name.startswith("judgements-")
+    record, proposal = _records(1)[0] | {"id": "q"}, _proposal()
+    judgements = Judgements(generator, path)
+    first = judgements(record, proposal, [1])
+    assert len(first) == 2 and generator.scored == [["فبراير عام 2007", "لا توجد إجابة"]]
+    assert judgements(record, proposal, [1]) == first and len(generator.scored) == 1  # asked once
+    assert Judgements(generator, path)(record, proposal, [0, 1])[1] == first[0]  # read back from the file
+    assert generator.scored[-1] == [proposal.candidates[0].text, "لا توجد إجابة"]  # only what was missing
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_a_judge_trained_on_the_models_judgements_of_records():
+    records = _records(40)
+
+    def judge(record: dict, proposal: Proposal, top: list[int]) -> list[list[float]]:
+        return [[-0.2] if right(proposal.candidates[i], ["فبراير عام 2007"]) else [-4.0] for i in top] + [[-2.0]]
+
+    selector = fit(records, false_refusals=0.05, judge=judge, judged=2)
+    assert selector.judge.names == JUDGE_NAMES and selector.judged == 2
+    assert selector.manifest["selector_validation"]["correct"] == 1.0
+    assert selector.manifest["validation"] == selector.judge.manifest["validation"]
+    figures = score(records, with_selector(selector, judge=judge))
+    assert figures["correct"] == 1.0 and figures["false_refusals"] == 0.0

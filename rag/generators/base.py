@@ -19,12 +19,12 @@ class Piece:
 class Generator(Protocol):
     """Anything that streams a reply to chat messages.
 
-    Readers also use `extract` (copy a span of the evidence, never write one) and `choose` (score a few possible
-    first words, e.g. نعم/لا); a backend that cannot constrain its output says so in `features`.
+    Readers also use `extract` (copy a span of the evidence, never write one), `choose` (score a few possible
+    first words, e.g. نعم/لا) and `score` (judge whole replies); a backend that cannot do one says so in `features`.
     """
 
     id: str
-    features: frozenset[str]  # of "extract", "choose": what this backend can do
+    features: frozenset[str]  # of "extract", "choose", "score": what this backend can do
 
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         """Yield the reply piece by piece."""
@@ -38,4 +38,8 @@ class Generator(Protocol):
 
     def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:
         """The log-probability of each option's first token as the first token of the reply."""
+        ...
+
+    def score(self, messages: list[dict], replies: list[str]) -> list[list[float]]:
+        """For each reply, the log-probability of each of its tokens and of its end, as the model's whole reply."""
         ...

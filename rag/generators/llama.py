@@ -57,7 +57,7 @@ class TrieProcessor:
 class LlamaGenerator:
     """A local GGUF model run by llama.cpp: CPU by default, GPU offload with n_gpu_layers."""
 
-    features = frozenset({"extract", "choose"})
+    features = frozenset({"extract", "choose", "score"})
 
     def __init__(self, path: Path, settings: LlamaSettings | None = None):
         try:
@@ -148,6 +148,39 @@ class LlamaGenerator:
         out = {}
         for option, tokens in firsts.items():
             out[option] = float(np.logaddexp.reduce(log_softmax_at(seen[0], tokens)))
+        return out
+
+    def score(self, messages: list[dict], replies: list[str]) -> list[list[float]]:
+        """Read the prompt (cached when the reader has just asked the same), then each reply in one batch from the
+        prompt's last token, keeping the logits of every position: the log-probability of each token and of the
+        end. The prompt's cache is left as a prefix the next call reuses."""
+        from llama_cpp import LogitsProcessorList
+
+        prompt: list[int] = []
+
+        def capture(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            prompt[:] = prompt or input_ids.tolist()  # the chat template's tokens, as llama-cpp-python built them
+            return scores
+
+        llm, end = self.llm, self.llm.token_eos()
+        out = []
+        with self._lock:
+            for _ in llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1,
+                                                stream=True, logits_processor=LogitsProcessorList([capture])):
+                pass
+            at = len(prompt) - 1
+            # llama-cpp-python evaluates with logits for the last token only: its context and batch (pinned
+            # version) decode each reply with all of them. A reply longer than a batch is scored in part.
+            for reply in replies:
+                tokens = self._tokenize(reply)[: llm.n_batch - 1]
+                batch = [prompt[-1], *tokens]
+                llm._ctx.kv_cache_seq_rm(-1, at, -1)
+                llm._batch.set_batch(batch, at, True)
+                llm._ctx.decode(llm._batch)
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), llm.n_vocab()))
+                out.append([float(log_softmax_at(row, [t])[0]) for row, t in zip(logits, [*tokens, end], strict=True)])
+            llm._ctx.kv_cache_seq_rm(-1, at, -1)
+            llm.n_tokens, llm._requires_eval = at, True  # the prompt but its last token: the next call replays it
         return out
 
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:

@@ -50,16 +50,18 @@ class Part:
 
 
 def messages(question: str, evidence: list[Evidence], kind: str, template: str = "reader_question") -> list[dict]:
-    """System prompt and worked example (a fixed prefix, cached by llama.cpp), then the evidence and question. Only
+    """System prompt and worked examples (a fixed prefix, cached by llama.cpp), then the evidence and question. Only
     questions asking when see publication dates, and only beside sentences that give no date of their own."""
     strings = load_strings("reader")
     shown = [dataclasses.replace(ev, title=fold_letters(ev.title), text=fold_letters(ev.text))
              for ev in evidence if ev.shown]
     passages = format_evidence(shown, lambda ev: kind == DATE and not spans_of(ev.text, DATE), strings["published"])
+    shots = [turn for example in load_strings("reader_examples")["examples"]
+             for turn in ({"role": "user", "content": example["question"].strip()},
+                          {"role": "assistant", "content": example["answer"]})]
     return [
         {"role": "system", "content": load_prompt("reader_system")},
-        {"role": "user", "content": load_prompt("reader_example_question")},
-        {"role": "assistant", "content": load_prompt("reader_example_answer")},
+        *shots,
         {"role": "user", "content": load_prompt(template).format(passages=passages, question=question)},
     ]
 

@@ -21,6 +21,10 @@ GROUPS: dict[str, list[str]] = {
     "shape": ["words", "log_words", "position", "digits", "parts", "stopword_edge"],
 }
 NAMES = [name for group in GROUPS.values() for name in group]
+# The judge: the model's log-probability of each of the selector's best candidates as its whole reply.
+JUDGE_NAMES = ["prior", "prior_rank", "logprob", "mean_logprob", "min_logprob", "end_logprob", "gap", "share",
+               "none_margin", "tokens"]
+PRIOR_CAP = 10.0  # the selector's log-odds, cut to +-this
 DISTANCE_CAP = 20  # words: farther from the question's words counts as this far
 LOGPROB_FLOOR = -20.0  # a copy cut off at max_tokens has no end, so no finite log-probability
 
@@ -130,4 +134,30 @@ def features(proposal: Proposal, candidate: Candidate, shared: Context | None = 
         "parts": float(len(candidate.parts)),
         "stopword_edge": float(bool(words) and (normalize(words[0]) in STOPWORDS or normalize(words[-1]) in STOPWORDS)),
     }
+    return out
+
+
+def judge_features(priors: list[float], logprobs: list[list[float]]) -> list[dict[str, float]]:
+    """The judge's features of the selector's best candidates: priors, their probabilities from the selector (best
+    first); logprobs, the model's log-probability of each token and of the end of each of them as its reply, then
+    of saying there is no answer."""
+    totals = [max(sum(lp), LOGPROB_FLOOR * 5) for lp in logprobs]
+    *candidates, none = totals
+    best = max(candidates)
+    mass = sum(math.exp(t - best) for t in candidates)
+    out = []
+    for rank, (prior, lp, total) in enumerate(zip(priors, logprobs[:-1], candidates, strict=True)):
+        odds = math.log(prior / (1 - prior)) if 0 < prior < 1 else math.copysign(PRIOR_CAP, prior - 0.5)
+        out.append({
+            "prior": max(-PRIOR_CAP, min(PRIOR_CAP, odds)),
+            "prior_rank": float(rank),
+            "logprob": total,
+            "mean_logprob": total / len(lp),
+            "min_logprob": max(min(lp), LOGPROB_FLOOR),
+            "end_logprob": max(lp[-1], LOGPROB_FLOOR),
+            "gap": total - best,
+            "share": math.exp(total - best) / mass,
+            "none_margin": total - none,
+            "tokens": len(lp) / 10,
+        })
     return out

@@ -1,12 +1,15 @@
 """Training the selector: questions with their paragraph (and paragraphs that do not answer them), the model's
 proposals for each (cached: the slow part), labels from the reference answers, a logistic regression, and the
-refusal threshold chosen out of fold for a stated false-refusal rate. Needs the `train` extra (scikit-learn)."""
+refusal threshold chosen out of fold for a stated false-refusal rate; then the judge, a second logistic regression
+over the model's log-probabilities of the selector's best few candidates (cached too), trained on the selector's
+out-of-fold choices. Needs the `train` extra (scikit-learn)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,7 +21,8 @@ from rag.errors import RagError
 from rag.metrics import contains, exact_match, short, token_f1
 from rag.normalize import terms
 from rag.reading.candidates import Candidate, Proposal
-from rag.reading.features import GROUPS, NAMES, context, features
+from rag.reading.features import GROUPS, JUDGE_NAMES, NAMES, context, features, judge_features
+from rag.reading.select import judge_with
 from rag.reading.selector import Selector
 from rag.stores.base import Passage, bm25_idf
 
@@ -205,20 +209,56 @@ def listwise(z, y, groups, c: float) -> tuple[list[float], float]:
     return (w * slope).tolist(), float(calibration.intercept_[0])
 
 
+RecordJudge = Callable[[dict, Proposal, list[int]], list[list[float]]]  # Judge, for a record's proposal
+
+
 def fit(records: list[dict], drop: Iterable[str] = (), false_refusals: float = 0.05, c: float = 1.0,
-        objective: str = "pointwise") -> Selector:
+        objective: str = "pointwise", judge: RecordJudge | None = None, judged: int = 4) -> Selector:
     """A selector trained on the records, without the feature groups in drop: each candidate judged alone
     (pointwise) or against its question's others (listwise); its threshold refuses, out of fold, at most this share
-    of the answerable questions."""
+    of the answerable questions. With judge (the model's log-probabilities of a record's candidates), a judge over
+    the `judged` best candidates of each question by the selector out of fold, trained and thresholded the same way
+    (pointwise)."""
+    dropped = {n for g in drop for n in GROUPS[g]}
+    names = [n for n in NAMES if n not in dropped]
+    rows, labels, owners = matrix(records, names)
+    selector, held = train_linear(records, names, rows, labels, owners, false_refusals, c, objective)
+    selector.manifest |= {"candidates": len(labels), "right": sum(labels), "objective": objective}
+    if judge is None:
+        return selector
+    rows, labels, owners, looked = [], [], [], []
+    for i, record in enumerate(records):
+        probabilities = held.get(record["id"])
+        proposal = described(record)[0] if probabilities else None
+        if not proposal or proposal.candidates[0].decision:
+            continue
+        top = sorted(range(len(probabilities)), key=lambda j: (-probabilities[j], j))[:judged]
+        values = judge_features([probabilities[j] for j in top], judge(record, proposal, top))
+        for j, v in zip(top, values, strict=True):
+            rows.append([v[n] for n in JUDGE_NAMES])
+            labels.append(int(right(proposal.candidates[j], record["answers"])))
+            owners.append(i)
+            looked.append(j)
+    selector.judge, _ = train_linear(records, JUDGE_NAMES, rows, labels, owners, false_refusals, c, "pointwise",
+                                     looked)
+    selector.judged = judged
+    selector.manifest["selector_validation"] = selector.manifest["validation"]
+    selector.manifest["validation"] = selector.judge.manifest["validation"]
+    return selector
+
+
+def train_linear(records: list[dict], names: list[str], rows: list[list[float]], labels: list[int],
+                 owners: list[int], false_refusals: float, c: float, objective: str,
+                 looked: list[int] | None = None) -> tuple[Selector, dict[str, list[float]]]:
+    """A logistic regression over rows of the records' candidates (owners: each row's record; looked: each row's
+    candidate, where rows are not all of them), its threshold chosen out of fold, and its out-of-fold probability
+    of every candidate of each record (0 for those without a row)."""
     try:
         import numpy as np
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GroupKFold
     except ImportError as e:
         raise RagError("training the selector needs scikit-learn: pip install -e '.[train]'") from e
-    dropped = {n for g in drop for n in GROUPS[g]}
-    names = [n for n in NAMES if n not in dropped]
-    rows, labels, owners = matrix(records, names)
     x, y, groups = np.asarray(rows, dtype=float), np.asarray(labels), np.asarray(owners)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
@@ -230,28 +270,33 @@ def fit(records: list[dict], drop: Iterable[str] = (), false_refusals: float = 0
         model = LogisticRegression(C=c, max_iter=2000).fit(z[rows], y[rows])
         return model.coef_[0].tolist(), float(model.intercept_[0])
 
-    held = np.zeros(len(y))
+    probability = np.zeros(len(y))
     for inside, outside in GroupKFold(FOLDS).split(z, y, groups):
         coef, intercept = train(inside)
-        held[outside] = 1 / (1 + np.exp(-(z[outside] @ np.asarray(coef) + intercept)))
-    best: list[float | None] = [None] * len(records)
-    for p, i in zip(held, owners, strict=True):
-        best[i] = max(best[i] or 0.0, float(p))
+        probability[outside] = 1 / (1 + np.exp(-(z[outside] @ np.asarray(coef) + intercept)))
+    if looked is None:  # a row for every candidate of each record, in order
+        counts: Counter[int] = Counter()
+        looked = []
+        for i in owners:
+            looked.append(counts[i])
+            counts[i] += 1
+    held = {r["id"]: [0.0] * len(r["proposal"]["candidates"]) for r in records if r["proposal"]}
+    for p, i, j in zip(probability, owners, looked, strict=True):
+        held[records[i]["id"]][j] = float(p)
+    rowed = set(owners)
+    best = [max(held[r["id"]]) if i in rowed else None for i, r in enumerate(records)]
     threshold = threshold_for(best, [bool(r["answers"]) for r in records], false_refusals)
     coef, intercept = train(np.arange(len(y)))
-    validation = score(records, out_of_fold(records, held.tolist(), threshold))
+    validation = score(records, out_of_fold(held, threshold))
     return Selector(names, mean.tolist(), scale.tolist(), coef, intercept, round(float(threshold), 4),
-                    {"candidates": len(y), "right": int(y.sum()), "C": c, "objective": objective,
-                     "false_refusal_target": false_refusals, "validation": validation})
+                    {"C": c, "false_refusal_target": false_refusals, "validation": validation}), held
 
 
-def out_of_fold(records: list[dict], held: list[float], threshold: float) -> Chooser:
+def out_of_fold(held: dict[str, list[float]], threshold: float) -> Chooser:
     """The chooser of cross-validation: each question's candidates scored by the fold that did not train on it."""
-    probabilities = iter(held)
-    scored = {r["id"]: [next(probabilities) for _ in r["proposal"]["candidates"]] for r in records if r["proposal"]}
 
     def pick(record: dict, proposal: Proposal) -> Candidate | None:
-        probs = scored[record["id"]]
+        probs = held.get(record["id"])
         if not probs:
             return None
         i = max(range(len(probs)), key=lambda j: probs[j])
@@ -263,14 +308,56 @@ def out_of_fold(records: list[dict], held: list[float], threshold: float) -> Cho
 Chooser = Callable[[dict, Proposal], Candidate | None]  # a record and its proposal -> the answer, or None
 
 
-def with_selector(selector: Selector, threshold: float | None = None) -> Chooser:
-    """The selector's best candidate, or None below the threshold (yes/no decisions always given)."""
-    limit = selector.threshold if threshold is None else threshold
+def with_selector(selector: Selector, threshold: float | None = None, judge: RecordJudge | None = None,
+                  judged: int = -1) -> Chooser:
+    """The selector's best candidate (its judge's, given the model's judgements), or None below the threshold
+    (yes/no decisions always given)."""
 
     def pick(record: dict, proposal: Proposal) -> Candidate | None:
-        return selector.choose(proposal, limit, described(record)[1])[1]
+        looks = judge and (lambda top: judge(record, proposal, top))
+        return selector.choose(proposal, threshold, described(record)[1], looks, judged)[1]
 
     return pick
+
+
+class Judgements:
+    """The model's log-probabilities of candidates as its reply (rag.reading.select.judge_with), asked only for
+    those not in a cache file (a JSON line per reply: the record, the reply's text, its log-probabilities)."""
+
+    def __init__(self, generator, path: Path):
+        self.generator, self.path, self.seen = generator, path, {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                self.seen[(row["record"], row["text"])] = row["logprobs"]
+
+    def __call__(self, record: dict, proposal: Proposal, indices: list[int]) -> list[list[float]]:
+        """The log-probabilities of the candidates at indices, then of saying there is no answer."""
+        key = f"{record['group']}/{record['id']}"
+        texts = [proposal.candidates[i].text for i in indices] + [NO_ANSWER]
+        missing = [i for i in indices if (key, proposal.candidates[i].text) not in self.seen]
+        if missing or (key, NO_ANSWER) not in self.seen:
+            found = judge_with(self.generator, proposal)(missing)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                for text, logprobs in zip([*(proposal.candidates[i].text for i in missing), NO_ANSWER], found,
+                                          strict=True):
+                    if (key, text) in self.seen:  # no answer, asked again with each candidate missing
+                        continue
+                    self.seen[(key, text)] = logprobs
+                    f.write(json.dumps({"record": key, "text": text, "logprobs": logprobs}, ensure_ascii=False)
+                            + "\n")
+        return [self.seen[(key, text)] for text in texts]
+
+
+NO_ANSWER = ""  # the cache's key for the model's log-probability of saying there is no answer
+
+
+def judgements_file(proposals: Path) -> Path:
+    """The cache of judgements beside a proposals cache: a new file for new proposals or a new judged reply."""
+    digest = hashlib.sha256(proposals.name.encode())
+    digest.update(resources.files("rag.prompts").joinpath("judge.toml").read_bytes())
+    return proposals.with_name(f"judgements-{digest.hexdigest()[:12]}.jsonl")
 
 
 def oracle(record: dict, proposal: Proposal) -> Candidate | None:
