@@ -2,12 +2,16 @@
 
     .venv/bin/python evals/train_reader.py              # 10-25 minutes on 2 cores the first time; the model's
                                                         # proposals are cached, so a rerun takes a minute
+    .venv/bin/python evals/train_reader.py --compare "evidence_sentences=3 evidence_share=0.6" \
+        "evidence_sentences=4 evidence_share=0.4"       # ways of reading compared: 4 minutes a variant
 
 The model reads every training question with its own paragraph (ARCD train, the TyDi-ar training split), a share
 of them with another paragraph that does not hold the answer (negatives for refusal), and the gold dev split through
 retrieval. The selector (a logistic regression over the candidates' features, pointwise or listwise) and its
 refusal threshold, chosen out of fold for a stated false-refusal rate, are written to rag/data/selector.json with a
-manifest: data hashes, the feature list, the model id and the validation scores.
+manifest: data hashes, the feature list, the model id and the validation scores. With --compare it trains nothing:
+the first questions of each training sample are read under each variant of the settings, and the variants are
+compared (results/reader-variants.md).
 XQuAD-ar and the gold test split are never read here.
 """
 
@@ -23,19 +27,28 @@ from rag.assistant import Assistant
 from rag.config import CACHE_DIR, load_config
 from rag.evaluate import load_gold
 from rag.generators import make_generator
+from rag.metrics import percentile, token_f1
+from rag.reading.selector import load_selector
 from rag.reading.train import (
+    Chooser,
     Example,
     Judgements,
     ParagraphIdf,
+    alone,
     collect,
+    described,
     file_hash,
     fit,
     gold_examples,
     judgements_file,
     negatives,
+    oracle,
     proposals_file,
+    score,
     squad_examples,
+    with_selector,
 )
+from rag.report import commit, machine, table, write_report
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"  # the project's shared/ beside the checkout
@@ -56,6 +69,49 @@ def examples(per_set: int, negative_share: float, seed: int) -> list[Example]:
     return out + negatives(out, negative_share, seed)
 
 
+def per_question(records: list[dict], pick: Chooser) -> dict[str, float]:
+    """Token F1 of a chooser's answer to each question."""
+    picked = {r["id"]: pick(r, described(r)[0]) if r["proposal"] else None for r in records}
+    return {r["id"]: token_f1(picked[r["id"]].text, r["answers"]) if picked[r["id"]] else 0.0 for r in records}
+
+
+def compare(variants: list[str], questions: int, args: argparse.Namespace) -> None:
+    """Read the first questions of each training sample under each variant of the settings; report token F1 of the
+    reply alone, the copy alone, the packaged selector (never refusing) and the oracle, each against the first
+    variant question by question, the answer in what the model read, and the answer time."""
+    train = examples(args.per_set, 0.0, args.seed)  # the questions training draws, so the same idf
+    chosen = [e for name in SETS for e in [e for e in train if e.group == name][:questions]]
+    choosers = {"reply": alone("reply"), "copy": alone("copy"), "selector": with_selector(load_selector(""), 0.0),
+                "oracle": oracle}
+    rows, first, figures = [], {}, {}
+    for variant in variants:
+        config = load_config(**dict(pair.split("=", 1) for pair in variant.split()))
+        generator = make_generator(config)
+        reader = Assistant(config, None, ParagraphIdf(e.text for e in train), generator)
+        records = list(collect(reader.ask, chosen, proposals_file(args.cache, config, generator.id)))
+        cells, figures[variant] = [], {}
+        for name, pick in choosers.items():
+            f1 = per_question(records, pick)
+            first.setdefault(name, f1)
+            better = sum(f1[q] > first[name][q] for q in f1)
+            worse = sum(f1[q] < first[name][q] for q in f1)
+            figures[variant][name] = {"f1": round(sum(f1.values()) / len(f1), 4), "better": better, "worse": worse}
+            cells.append(f"{figures[variant][name]['f1']:.3f} (+{better} −{worse})")
+        seconds = [r["seconds"] for r in records if r["seconds"] is not None]
+        figures[variant] |= {"read_hit": score(records, oracle)["read_hit"], "p50": percentile(seconds, 50)}
+        rows.append([variant or "(defaults)", *cells, figures[variant]["read_hit"], f"{figures[variant]['p50']:.2f}"])
+    lines = ["# Ways of reading compared", "",
+             f"The first {questions} questions of each training sample ({', '.join(SETS)}), each with its paragraph, "
+             "read under each variant of the settings; token F1 of each way of answering, with the questions it "
+             "answers better (+) and worse (−) than under the first variant; the answer in the sentences the model "
+             f"read; the answer time p50 (s). Run {time.strftime('%Y-%m-%d %H:%M')}.", "",
+             *table(["settings", *choosers, "answer read", "p50 s"], rows)]
+    headline = {variant: figures[variant]["selector"]["f1"] for variant in variants}
+    write_report(HERE / "results", "reader-variants", "\n".join(lines) + "\n", figures, headline,
+                 commit(HERE.parent), machine())
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-set", type=int, default=120, help="training questions drawn from each set")
@@ -70,9 +126,17 @@ def main() -> None:
     parser.add_argument("--judged", type=int, default=0, help="train a judge too: the model's log-probability of "
                                                               "the selector's best N candidates of each question (0: "
                                                               "no judge, as shipped; see evals/README.md)")
+    parser.add_argument("--compare", nargs="+", metavar="SETTINGS", help='train nothing: compare ways of reading, '
+                        'each a variant of the settings ("evidence_sentences=4 evidence_share=0.4"; "" for the '
+                        'defaults), on the first --questions of each training sample')
+    parser.add_argument("--questions", type=int, default=60, help="with --compare: questions of each sample")
     parser.add_argument("--out", type=Path, default=HERE.parent / "rag" / "data" / "selector.json")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR / "reader")
     args = parser.parse_args()
+    if args.compare:
+        if wrong := [pair for variant in args.compare for pair in variant.split() if "=" not in pair]:
+            parser.error(f"--compare takes settings as name=value, not {wrong[0]!r}")
+        return compare(args.compare, args.questions, args)
     started = time.perf_counter()
     config = load_config()
     generator = make_generator(config)
@@ -92,7 +156,8 @@ def main() -> None:
         | {GOLD_DEV.name: file_hash(GOLD_DEV)},
         "examples": {g: sum(r["group"] == g for r in records) for g in sorted({r["group"] for r in records})},
         "settings": {"per_set": args.per_set, "negatives": args.negatives, "seed": args.seed, "judged": args.judged,
-                     "evidence_sentences": config.evidence_sentences, "candidates": config.candidates},
+                     "evidence_sentences": config.evidence_sentences, "evidence_share": config.evidence_share,
+                     "candidates": config.candidates},
         "seconds": round(time.perf_counter() - started),
     }
     args.out.write_text(json.dumps(selector.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -189,7 +189,8 @@ class Assistant:
         ranked = rank_sentences(question, passages, weights, kind)
         # An order to the model quoted in an article is data, never an answer ("تجاهل التعليمات وقل إن…").
         ranked = [r for r in ranked if not is_instruction(r.passage.chunk.text[r.start : r.end])]
-        return select(ranked, self.config.evidence_sentences, more=self.config.candidate_sentences)
+        return select(ranked, self.config.evidence_sentences, self.config.evidence_share,
+                      self.config.candidate_sentences)
 
     def _answer(self, question: str, passages: list[Passage], timings: dict, reading: Reading) -> Answer:
         """The answer of a reading: its span(s) with the sentences they were copied from, or the free reader's

@@ -21,6 +21,7 @@ from rag.errors import RagError
 from rag.files import MB, read_input_text
 from rag.generators import Generator
 from rag.metrics import (
+    answer_written,
     citation_scores,
     contains,
     exact_match,
@@ -124,8 +125,7 @@ def score_answer(assistant: Assistant, question: str, references: list[str], gol
         "items": items,
         "short": short(text, references) if references and text else None,
         "correct": bool((found or items == 1.0) and short(text, references)) if references else answer.refused,
-        "evidence_hit": (contains(given, references) or items_found(given, references) == 1.0) if references
-        and answer.evidence else None,
+        "evidence_hit": answer_written(given, references) if answer.evidence else None,
         "citation_precision": precision,
         "citation_recall": recall,
     }
@@ -217,9 +217,10 @@ def run_info(assistant: Assistant, answered: bool, revision: str | None = None) 
         "embedder": assistant.embedder.id,
         "generator": assistant.generator.id if answered else None,
         "settings": {"top_k": c.top_k, "chunk_size": c.chunk_size, "chunk_overlap": c.chunk_overlap,
-                     "evidence": c.evidence, "evidence_sentences": c.evidence_sentences, "n_ctx": c.n_ctx,
-                     "max_tokens": c.max_tokens, "temperature": c.temperature, "n_threads": c.n_threads,
-                     "n_threads_batch": c.n_threads_batch, "n_gpu_layers": c.n_gpu_layers},
+                     "evidence": c.evidence, "evidence_sentences": c.evidence_sentences,
+                     "evidence_share": c.evidence_share, "n_ctx": c.n_ctx, "max_tokens": c.max_tokens,
+                     "temperature": c.temperature, "n_threads": c.n_threads, "n_threads_batch": c.n_threads_batch,
+                     "n_gpu_layers": c.n_gpu_layers},
         "machine": machine(),
     }
 

@@ -4,7 +4,7 @@ whether they hold an answer of the kind asked for; kept in reading order, with t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag.answer_types import DATE, NUMBER, PLACE, fold, spans_of
@@ -17,7 +17,6 @@ _CLAUSE = re.compile(r"\s*[،,؛]\s+")
 MAX_UNIT_WORDS = 40  # a longer sentence is cut into overlapping pairs of clauses
 TYPE_BONUS = 0.3  # a sentence holding a span of the asked kind (a date for "متى") ranks this much higher
 DENSE_WEIGHT = 0.2  # the passage's cosine breaks ties between sentences that cover the question as well
-RELATIVE_EVIDENCE = 0.6  # keep sentences scoring at least this share of the best one
 
 
 @dataclass
@@ -91,22 +90,16 @@ def rank_sentences(question: str, passages: list[Passage], weights: dict[str, fl
     return ranked
 
 
-def select(ranked: list[Ranked], limit: int, relative: float = RELATIVE_EVIDENCE, more: int = 0) -> list[Evidence]:
-    """The `limit` best sentences (none far below the best one) shown to the model, and the next `more` best ones
-    (not shown: they only propose candidates), in reading order, numbered by passage."""
+def select(ranked: list[Ranked], limit: int, share: float, more: int = 0) -> list[Evidence]:
+    """The `limit` best sentences (none scoring below `share` of the best one) shown to the model, and the next
+    `more` best ones (not shown: they only propose candidates), in reading order, numbered by passage."""
     if not ranked:
         return []
-    shown = {id(r) for r in ranked[:limit] if r.score >= relative * ranked[0].score}
+    shown = {id(r) for r in ranked[:limit] if r.score >= share * ranked[0].score}
     best = [r for r in ranked[: limit + more] if id(r) in shown or more]
     best.sort(key=lambda r: (r.rank, r.start))
     numbers: dict[int, int] = {}
     return [r.evidence(numbers.setdefault(r.rank, len(numbers) + 1), id(r) in shown) for r in best]
-
-
-def select_evidence(question: str, passages: list[Passage], limit: int,
-                    idf: Callable[[Iterable[str]], dict[str, float]], kind: str = "") -> list[Evidence]:
-    """The sentences of the retrieved passages that best answer the question, in reading order."""
-    return select(rank_sentences(question, passages, idf(set(terms(question))), kind), limit)
 
 
 def whole_passages(passages: list[Passage]) -> list[Evidence]:

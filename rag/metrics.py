@@ -9,6 +9,7 @@ import numpy as np
 
 from rag.cite import strip_markers
 from rag.normalize import normalize, stem, tokens
+from rag.prompts import load_strings
 
 
 def answer_tokens(text: str) -> list[str]:
@@ -65,6 +66,16 @@ def items_found(prediction: str, references: Iterable[str]) -> float | None:
     shares = [sum(contains(prediction, [item]) for item in items) / len(items)
               for items in map(list_items, references) if items]
     return max(shares) if shares else None
+
+
+def answer_written(text: str, references: Iterable[str]) -> bool | None:
+    """Whether a text holds the answer: a reference word for word, or every item of a list reference; None for a
+    yes/no question, whose answer is a decision that no evidence writes."""
+    references = list(references)
+    strings = load_strings("reader")
+    if not references or {normalize(r) for r in references} <= {normalize(strings["yes"]), normalize(strings["no"])}:
+        return None
+    return contains(text, references) or items_found(text, references) == 1.0
 
 
 def recall_at(ranked: list[str], gold: list[str], k: int) -> float:

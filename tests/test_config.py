@@ -99,6 +99,7 @@ def test_invalid_toml_is_an_error(tmp_path):
         ({"port": 70000}, "port must be between 1 and 65535"),
         ({"n_gpu_layers": -2}, "n_gpu_layers must be -1"),
         ({"min_similarity": 3}, "min_similarity must be between -1 and 1"),
+        ({"evidence_share": 1.5}, "evidence_share must be between 0 and 1"),
         ({"judged": -2}, "judged must be -1 \\(the selector's own\\), 0 \\(no judge\\) or more"),
         ({"auth": "nocolon"}, "auth must be written user:password"),
         ({"auth": ":secret"}, "auth must be written user:password"),

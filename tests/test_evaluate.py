@@ -15,6 +15,7 @@ from rag import cli, evaluate, metrics
 from rag.config import PACKAGE_ROOT
 from rag.errors import RagError
 from rag.metrics import (
+    answer_written,
     citation_scores,
     contains,
     exact_match,
@@ -59,6 +60,15 @@ def test_list_items_and_items_found():
     assert items_found("السعودية والإمارات [1].", ["السعودية، الإمارات، البحرين"]) == pytest.approx(2 / 3)
     assert items_found("غزة والضفة الغربية", ["غزة والضفة الغربية", "غزة، الضفة الغربية"]) == 1.0
     assert items_found("سوريا", ["سوريا"]) is None
+
+
+def test_answer_written_counts_every_item_of_a_list_and_no_decision():
+    sentence = "زار بوتين الدوحة وأبوظبي والرياض في جولة خليجية."
+    assert answer_written(sentence, ["الدوحة"]) is True
+    assert answer_written(sentence, ["الدوحة، أبوظبي، الرياض"]) is True  # the items, apart in the text
+    assert answer_written(sentence, ["الدوحة، مسقط"]) is False
+    assert answer_written(sentence, ["لا"]) is None  # a decision: no sentence writes it
+    assert answer_written("لا يزور", ["نعم"]) is None
 
 
 def test_retrieval_and_citation_scores():

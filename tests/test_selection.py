@@ -79,9 +79,9 @@ def test_select_marks_the_best_sentences_shown_and_keeps_more():
         chunk = Chunk()
 
     ranked = [Ranked(score, 0, s, s + 5, Passage()) for score, s in ((3.0, 50), (1.0, 0), (0.5, 20), (0.4, 70))]
-    evidence = select(ranked, 2, relative=0.6, more=1)
+    evidence = select(ranked, 2, 0.6, more=1)
     assert [(ev.start, ev.shown) for ev in evidence] == [(0, False), (20, False), (50, True)]
-    assert [ev.start for ev in select(ranked, 2, relative=0.6)] == [50]  # no more: the shown ones only
+    assert [ev.start for ev in select(ranked, 2, 0.6)] == [50]  # no more: the shown ones only
 
 
 def test_the_selector_reads_its_json_and_refuses_bad_files(tmp_path):
@@ -150,7 +150,8 @@ def test_the_proposals_cache_is_named_by_the_readers_code_prompts_and_settings(t
     first = proposals_file(tmp_path, Config(), "model.gguf")
     assert first.parent == tmp_path and first.name.startswith("proposals-model.gguf-")
     assert proposals_file(tmp_path, Config(), "model.gguf") == first
-    assert proposals_file(tmp_path, Config(evidence_sentences=4), "model.gguf") != first
+    assert proposals_file(tmp_path, Config(evidence_sentences=5), "model.gguf") != first
+    assert proposals_file(tmp_path, Config(evidence_share=0.4), "model.gguf") != first
 
 
 def test_choosers_and_scores():

@@ -18,7 +18,7 @@ from pathlib import Path
 from rag.chunk import Chunk
 from rag.config import Config
 from rag.errors import RagError
-from rag.metrics import contains, exact_match, short, token_f1
+from rag.metrics import answer_written, contains, exact_match, short, token_f1
 from rag.normalize import terms
 from rag.reading.candidates import Candidate, Proposal
 from rag.reading.features import GROUPS, JUDGE_NAMES, NAMES, context, features, judge_features
@@ -64,8 +64,8 @@ def gold_examples(rows: list[dict], group: str) -> list[Example]:
 def proposals_file(folder: Path, config: Config, generator_id: str) -> Path:
     """The cache of proposals for a model, the reader's code and prompts, and the settings they depend on: any
     change to them starts a new file."""
-    digest = hashlib.sha256(f"{generator_id} {config.evidence_sentences} {config.candidates} {config.top_k} "
-                            f"{config.chunk_size} {config.n_ctx} {config.max_tokens}".encode())
+    digest = hashlib.sha256(f"{generator_id} {config.evidence_sentences} {config.evidence_share} {config.candidates} "
+                            f"{config.top_k} {config.chunk_size} {config.n_ctx} {config.max_tokens}".encode())
     package = resources.files("rag")
     for name in ("reading/candidates.py", "evidence.py", "spans.py", "answer_types.py", "dates.py", "assistant.py"):
         digest.update(package.joinpath(name).read_bytes())
@@ -141,18 +141,20 @@ def right(candidate: Candidate, answers: list[str]) -> bool:
     return bool(answers) and token_f1(candidate.text, answers) >= RIGHT_F1
 
 
-_DESCRIBED: dict[tuple[str, str], tuple[Proposal, list[dict[str, float]]]] = {}
+_DESCRIBED: dict[int, tuple[dict, Proposal, list[dict[str, float]]]] = {}
 
 
 def described(record: dict) -> tuple[Proposal, list[dict[str, float]]]:
     """A record's proposal and its candidates' features, worked out once per process (training and the ablation
     score the same records many times)."""
-    key = (record["group"], record["id"])
+    # Keyed by the proposal read from the cache, kept alive here so that its id is never reused: the same question
+    # read under other settings (train_reader.py --compare) is another proposal.
+    key = id(record["proposal"])
     if key not in _DESCRIBED:
         proposal = Proposal.from_dict(record["proposal"])
         shared = context(proposal)
-        _DESCRIBED[key] = proposal, [features(proposal, c, shared) for c in proposal.candidates]
-    return _DESCRIBED[key]
+        _DESCRIBED[key] = record["proposal"], proposal, [features(proposal, c, shared) for c in proposal.candidates]
+    return _DESCRIBED[key][1:]
 
 
 def matrix(records: list[dict], names: list[str]) -> tuple[list[list[float]], list[int], list[int]]:
@@ -381,7 +383,8 @@ def alone(source: str) -> Chooser:
 def score(records: list[dict], pick: Chooser) -> dict:
     """Answer figures of a chooser over records: correct (holds a reference and is short), exact, F1, false
     refusals, unanswerable questions refused, citation precision (cited articles that hold the answer), and the
-    answer in the evidence (every sentence proposing candidates) and in the sentences the model read."""
+    answer (all of a list's items; yes/no questions left out) in the evidence (every sentence proposing candidates)
+    and in the sentences the model read."""
     answerable = [r for r in records if r["answers"]]
     unanswerable = [r for r in records if not r["answers"]]
     texts, cited, given, read = {}, {}, {}, {}
@@ -394,6 +397,7 @@ def score(records: list[dict], pick: Chooser) -> dict:
         read[r["id"]] = " ".join(ev.text for ev in proposal.evidence if ev.shown) if proposal else ""
 
     def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]  # a yes/no question has no answer written in its evidence
         return round(sum(values) / len(values), 4) if values else None
 
     return {
@@ -406,8 +410,8 @@ def score(records: list[dict], pick: Chooser) -> dict:
         "unanswerable_refused": mean([not texts[r["id"]] for r in unanswerable]),
         "citation_precision": mean([sum(s in r["sources"] for s in cited[r["id"]]) / len(cited[r["id"]])
                                     for r in answerable if r.get("sources") and cited[r["id"]]]),
-        "evidence_hit": mean([contains(given[r["id"]], r["answers"]) for r in answerable]),
-        "read_hit": mean([contains(read[r["id"]], r["answers"]) for r in answerable]),
+        "evidence_hit": mean([answer_written(given[r["id"]], r["answers"]) for r in answerable]),
+        "read_hit": mean([answer_written(read[r["id"]], r["answers"]) for r in answerable]),
     }
 
 
