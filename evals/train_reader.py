@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rag.assistant import Assistant
 from rag.config import CACHE_DIR, load_config
+from rag.errors import RagError
 from rag.evaluate import load_gold
 from rag.generators import make_generator
 from rag.metrics import percentile, token_f1
@@ -84,8 +85,9 @@ def compare(variants: list[str], questions: int, args: argparse.Namespace) -> No
     choosers = {"reply": alone("reply"), "copy": alone("copy"), "selector": with_selector(load_selector(""), 0.0),
                 "oracle": oracle}
     rows, first, figures = [], {}, {}
-    for variant in variants:
-        config = load_config(**dict(pair.split("=", 1) for pair in variant.split()))
+    for given in variants:
+        config = load_config(**dict(pair.split("=", 1) for pair in given.split()))
+        variant = given or "(defaults)"
         generator = make_generator(config)
         reader = Assistant(config, None, ParagraphIdf(e.text for e in train), generator)
         records = list(collect(reader.ask, chosen, proposals_file(args.cache, config, generator.id)))
@@ -99,14 +101,14 @@ def compare(variants: list[str], questions: int, args: argparse.Namespace) -> No
             cells.append(f"{figures[variant][name]['f1']:.3f} (+{better} −{worse})")
         seconds = [r["seconds"] for r in records if r["seconds"] is not None]
         figures[variant] |= {"read_hit": score(records, oracle)["read_hit"], "p50": percentile(seconds, 50)}
-        rows.append([variant or "(defaults)", *cells, figures[variant]["read_hit"], f"{figures[variant]['p50']:.2f}"])
+        rows.append([variant, *cells, figures[variant]["read_hit"], f"{figures[variant]['p50']:.2f}"])
     lines = ["# Ways of reading compared", "",
              f"The first {questions} questions of each training sample ({', '.join(SETS)}), each with its paragraph, "
              "read under each variant of the settings; token F1 of each way of answering, with the questions it "
              "answers better (+) and worse (−) than under the first variant; the answer in the sentences the model "
              f"read; the answer time p50 (s). Run {time.strftime('%Y-%m-%d %H:%M')}.", "",
              *table(["settings", *choosers, "answer read", "p50 s"], rows)]
-    headline = {variant: figures[variant]["selector"]["f1"] for variant in variants}
+    headline = {variant: figures[variant]["selector"]["f1"] for variant in figures}
     write_report(HERE / "results", "reader-variants", "\n".join(lines) + "\n", figures, headline,
                  commit(HERE.parent), machine())
     print("\n".join(lines))
@@ -136,6 +138,11 @@ def main() -> None:
     if args.compare:
         if wrong := [pair for variant in args.compare for pair in variant.split() if "=" not in pair]:
             parser.error(f"--compare takes settings as name=value, not {wrong[0]!r}")
+        for variant in args.compare:  # every variant checked before the first is read (minutes each)
+            try:
+                load_config(**dict(pair.split("=", 1) for pair in variant.split()))
+            except RagError as e:
+                parser.error(str(e))
         return compare(args.compare, args.questions, args)
     started = time.perf_counter()
     config = load_config()
