@@ -98,6 +98,7 @@ class Assistant:
         self.store = store
         self._generator = generator
         self._reader: Reader | None = None
+        self._warm = False  # the fixed prompt prefix is in the generator's cache
 
     @classmethod
     def load(cls, config: Config | None = None, generator: Generator | None = None) -> Assistant:
@@ -129,10 +130,11 @@ class Assistant:
         return self._generator is not None
 
     def warm_up(self) -> None:
-        """Load the generator and have it read the fixed prompt prefix (system prompt and worked example) into
-        llama.cpp's cache, so that the first question reads no more of its prompt than later ones do."""
-        for _ in self.generator.generate(self.reader.messages("", [], ""), 1, ["\n"], 0.0):
-            pass
+        """Have the generator read the fixed prompt prefix (system prompt and worked examples) into its cache, so
+        that a question reads only what follows it; the local model restores it from the state an earlier process
+        saved. Done before the first question that reaches the reader, or ahead by the UI and the API."""
+        self.generator.prefill(self.reader.messages("", [], ""))
+        self._warm = True
 
     def article(self, source: str) -> Article:
         """An indexed article by file name (only indexed articles can be read this way)."""
@@ -169,6 +171,8 @@ class Assistant:
             timings["total"] = time.perf_counter() - started
             yield self._refusal(question, passages, timings, "", kind)
             return
+        if not self._warm:
+            self.warm_up()
         evidence = self._fit(full_question, evidence, kind)
         yield Stage("reading")
         reading = self.reader.read(full_question, evidence, kind)

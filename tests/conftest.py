@@ -84,6 +84,7 @@ class ScriptedGenerator:
         self.chosen: list[list[dict]] = []  # prompts of choose()
         self.judgements: dict[str, float] = {}  # reply -> log-probability of each of its words, for score()
         self.scored: list[list[str]] = []  # replies of each score()
+        self.prefilled: list[list[dict]] = []  # prompts of prefill()
 
     @classmethod
     def from_config(cls, config: Config, spec: str) -> ScriptedGenerator:
@@ -94,6 +95,9 @@ class ScriptedGenerator:
         text = self.reply(messages) if callable(self.reply) else self.reply
         for word in text.split(" "):
             yield word + " "
+
+    def prefill(self, messages: list[dict]) -> None:
+        self.prefilled.append(messages)
 
     def extract(self, messages: list[dict], spans: list[str], max_tokens: int, whole: bool = False):
         self.extracted.append((spans, whole))

@@ -57,10 +57,16 @@ def test_model_prompt_holds_the_evidence_and_the_question(fake_assistant):
 def test_warm_up_sends_the_fixed_prefix_that_every_question_starts_with(fake_assistant):
     fake_assistant.warm_up()
     fake_assistant.ask(VISIT_QUESTION)
-    warm, asked = fake_assistant.generator.prompts
+    (warm,), (asked,) = fake_assistant.generator.prefilled, fake_assistant.generator.prompts
     assert warm[:-1] == asked[:-1] and len(warm) == 8  # system prompt and worked examples, unchanged
     assert warm[-1]["content"].startswith(_prompt("reader_question", fake_assistant.config).split("{passages}")[0])
     assert "[1]" not in warm[-1]["content"]  # no passage, no question
+
+
+def test_the_first_question_read_prefills_the_fixed_prefix_once(fake_assistant):
+    fake_assistant.ask(VISIT_QUESTION)
+    fake_assistant.ask(VISIT_QUESTION)
+    assert len(fake_assistant.generator.prefilled) == 1
 
 
 def test_an_invented_number_is_refused(fake_assistant):

@@ -1,5 +1,7 @@
 """End to end with the real embedder and GGUF model over the repository's seed articles (slow: run in CI)."""
 
+import time
+
 import pytest
 
 from rag.generators.llama_check import LlamaSettings, check
@@ -72,6 +74,31 @@ def test_after_warm_up_a_question_reuses_the_fixed_prefix_from_llamas_cache(real
     shared = next((i for i, (a, b) in enumerate(zip(prefix, asked, strict=False)) if a != b), len(prefix))
     assert shared >= 0.95 * len(prefix)  # all but the warm-up's empty question and its one token of reply
 
+
+
+@pytest.mark.real
+def test_a_new_process_restores_the_fixed_prefix_from_the_state_the_last_one_saved(real_assistant):
+    generator = real_assistant.generator
+    for state in generator._states.parent.glob(f"{generator.id}-*.state"):
+        state.unlink()
+    generator.llm.reset()
+    real_assistant.warm_up()  # read, then saved
+    (state,) = generator._states.parent.glob(f"{generator.id}-*.state")
+    read = generator.llm._input_ids.tolist()
+    generator.llm.reset()  # as in a new process
+    started = time.perf_counter()
+    real_assistant.warm_up()
+    assert time.perf_counter() - started < 0.5 and generator.llm._input_ids.tolist() == read  # restored, not read
+    answer = real_assistant.ask("متى زار بوتين قطر لأول مرة كرئيس؟")
+    assert "2007" in answer.text and not answer.refused
+    state.write_bytes(b"not a state")  # a broken file: read again and saved again, never a crash
+    generator.llm.reset()
+    real_assistant.warm_up()
+    assert generator.llm._input_ids.tolist() == read and state.stat().st_size > 1_000_000
+    generator.llm.reset()
+    started = time.perf_counter()
+    real_assistant.warm_up()
+    assert time.perf_counter() - started < 0.5
 
 # --- The extracting reader on the real model ---------------------------------------------------------------------
 

@@ -30,6 +30,11 @@ class Generator(Protocol):
         """Yield the reply piece by piece."""
         ...
 
+    def prefill(self, messages: list[dict]) -> None:
+        """Read a prompt that later prompts start with (the system prompt and worked examples) into the backend's
+        cache, so that a question reads only what follows it."""
+        ...
+
     def extract(self, messages: list[dict], spans: list[str], max_tokens: int, whole: bool = False) -> Iterator[Piece]:
         """Yield a greedy reply that copies words of one of the spans: any run of whole words of one span, or (whole)
         one span from its first word to its last. The log-probabilities of all pieces add up to the reply's (a

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +16,7 @@ import numpy as np
 from rag.config import CACHE_DIR, Config
 from rag.errors import RagError
 from rag.generators.base import Piece
-from rag.generators.llama_check import LlamaSettings, check
+from rag.generators.llama_check import LlamaSettings, check, fingerprint
 from rag.models import resolve
 from rag.spans import TokenTrie, token_trie
 
@@ -84,6 +89,7 @@ class LlamaGenerator:
         self.id = path.name
         self.n_ctx = settings.n_ctx
         self._lock = threading.Lock()  # one llama context: one generation at a time
+        self._states = CACHE_DIR / "prefix" / f"{path.name}-{fingerprint(path, settings)}"
 
     @classmethod
     def from_config(cls, config: Config, spec: str) -> LlamaGenerator:
@@ -182,6 +188,55 @@ class LlamaGenerator:
             llm._ctx.kv_cache_seq_rm(-1, at, -1)
             llm.n_tokens, llm._requires_eval = at, True  # the prompt but its last token: the next call replays it
         return out
+
+    def prefill(self, messages: list[dict]) -> None:
+        """Read a prompt prefix into llama.cpp's cache: restored from the state an earlier process saved for this
+        model, build, settings and prompt (a few MB in the cache folder, read in milliseconds), or read and saved."""
+        key = hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:16]
+        path = self._states.with_name(f"{self._states.name}-{key}.state")
+        with self._lock:
+            fresh = self.llm.n_tokens == 0
+            if fresh and self._restore(path):
+                return
+            for _ in self.llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1,
+                                                     stream=True):
+                pass
+            if fresh or not path.exists():  # none yet, or one that could not be loaded: replaced
+                self._save(path)
+
+    def _restore(self, path: Path) -> bool:
+        """Load a saved state into the context; False (nothing loaded) when there is none or it does not fit."""
+        import llama_cpp
+
+        if not path.is_file():
+            return False
+        capacity = self.llm.n_ctx()
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        if not llama_cpp.llama_state_seq_load_file(self.llm._ctx.ctx, str(path).encode(), 0, tokens, capacity,
+                                                   ctypes.byref(count)):
+            self.llm.n_tokens = 0  # the next prompt is read whole, its cache cleared first
+            return False
+        self.llm.input_ids[: count.value] = tokens[: count.value]
+        self.llm.n_tokens = count.value  # llama-cpp-python reuses the longest common prefix of the next prompt
+        return True
+
+    def _save(self, path: Path) -> None:
+        """Save the context's state for the next process, atomically, and remove this model's older states. A cache:
+        when its folder cannot be written, nothing is saved."""
+        import llama_cpp
+
+        n = self.llm.n_tokens
+        tokens = (llama_cpp.llama_token * n)(*self.llm.input_ids[:n].tolist())
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if llama_cpp.llama_state_seq_save_file(self.llm._ctx.ctx, str(temporary).encode(), 0, tokens, n):
+                os.replace(temporary, path)
+                for old in path.parent.glob(f"{self.id}-*.state"):
+                    if old != path:
+                        old.unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
 
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         """Stream the chat reply. The unchanged prompt prefix (system + example) stays in llama.cpp's KV cache."""

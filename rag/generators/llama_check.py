@@ -61,7 +61,7 @@ def probe(path: str, settings: LlamaSettings) -> int:
     return 0
 
 
-def _fingerprint(path: Path, settings: LlamaSettings) -> str:
+def fingerprint(path: Path, settings: LlamaSettings) -> str:
     """What the outcome depends on: the llama.cpp libraries, the model file, the settings and the CPU."""
     spec = importlib.util.find_spec("llama_cpp")  # where the package is, without loading its library here
     if spec is None or not spec.submodule_search_locations:
@@ -95,7 +95,7 @@ def check(path: Path, settings: LlamaSettings, passed_dir: Path | None,
     """Raise a one-line RagError when decoding a batch with this model and these settings kills the process; a
     check that passed is recorded in passed_dir. A failure other than a crash is returned (the child's last line of
     errors), for the caller to report: None when the batch was decoded."""
-    record = passed_dir / f"llama-{_fingerprint(path, settings)}.ok" if passed_dir else None
+    record = passed_dir / f"llama-{fingerprint(path, settings)}.ok" if passed_dir else None
     if record is not None and record.exists():
         return None
     command = command or [sys.executable, "-m", __name__, str(path), json.dumps(settings.kwargs())]

@@ -150,6 +150,11 @@ class OpenAIGenerator:
             self._features = frozenset(features)
         return self._features
 
+    def prefill(self, messages: list[dict]) -> None:
+        """Have the server read the prompt (and write one token): its prompt cache keeps it for the next request."""
+        for _ in self.generate(messages, 1, ["\n"], 0.0):
+            pass
+
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         """Stream the chat reply; temperature 0 is greedy. A reply that ends without a finish reason was cut off
         (llama_cpp.server does that to answer another request unless told not to)."""
