@@ -254,6 +254,9 @@ class TracedGenerator:
         """Forget the cached prompt: the next prompt is read whole."""
         self.inner.llm.reset()
 
+    def prefill(self, messages: list[dict]) -> None:
+        """Nothing: this benchmark fills and empties the prompt cache itself (reset_cache)."""
+
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
         """The wrapped generator's pieces, recording the call in self.calls."""
         call = {"max_tokens": max_tokens, "generated_tokens": 0}

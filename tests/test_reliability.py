@@ -638,6 +638,9 @@ class Recording:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    def prefill(self, messages):
+        self.inner.prefill(messages)
+
     def generate(self, messages, max_tokens, stop, temperature):
         self.prompts.append(messages)
         yield from self.inner.generate(messages, max_tokens, stop, temperature)
