@@ -73,9 +73,9 @@ class Config:
     evidence: str = setting("sentences", "what the model reads: the best 'sentences' of the passages, or whole "
                                          "'passages'")
     # More of the passages in front of the model was measured and not taken (evals/README.md, "What the model
-    # reads"): 4 sentences down to 0.4 of the best one's score put the answer in what the model reads more often
-    # (gold test 0.87 -> 0.90) but gave fewer right answers through retrieval (gold test F1 0.556 -> 0.501, p50
-    # 1.66 -> 2.36 s) for little on the gold paragraphs (TyDi-ar 0.567 -> 0.586, XQuAD-ar 0.479 -> 0.475).
+    # reads"; evals/results/ablation-evidence-4.md): 4 sentences down to 0.4 of the best one's score gave fewer
+    # right answers through retrieval (gold dev F1 0.750 -> 0.692; test 0.556 -> 0.501, p50 1.66 -> 2.36 s) for
+    # little on the gold paragraphs (TyDi-ar 0.567 -> 0.586, XQuAD-ar 0.479 -> 0.475).
     evidence_sentences: int = setting(3, "sentences of the passages given to the model")
     evidence_share: float = setting(0.6, "a sentence scoring below this share of the best one is not given to the "
                                          "model (it may still propose candidates)")

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,15 @@ class LlamaGenerator:
             # A token's log-probability is known at the next step: the totals come once the reply has ended.
             yield Piece("", sum(processor.logprobs) + processor.stop_logprob(), len(processor.logprobs) + 1)
 
+    def _read(self, messages: list[dict], processor: Callable | None = None) -> None:
+        """Read the chat prompt and write one token greedily (the lock held), showing `processor` the logits."""
+        from llama_cpp import LogitsProcessorList
+
+        processors = LogitsProcessorList([processor]) if processor else None
+        for _ in self.llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1, stream=True,
+                                                 logits_processor=processors):
+            pass
+
     def choose(self, messages: list[dict], options: list[str]) -> dict[str, float]:
         """Read the prompt and score the first token of each option (written with or without a leading space)."""
         seen: list[np.ndarray] = []
@@ -144,12 +153,8 @@ class LlamaGenerator:
             seen.append(scores.copy())
             return scores
 
-        from llama_cpp import LogitsProcessorList
-
         with self._lock:
-            for _ in self.llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1,
-                                                     stream=True, logits_processor=LogitsProcessorList([capture])):
-                pass
+            self._read(messages, capture)
         firsts = {option: sorted({self._tokenize(form)[0] for form in (option, " " + option)}) for option in options}
         out = {}
         for option, tokens in firsts.items():
@@ -160,8 +165,6 @@ class LlamaGenerator:
         """Read the prompt (cached when the reader has just asked the same), then each reply in one batch from the
         prompt's last token, keeping the logits of every position: the log-probability of each token and of the
         end. The prompt's cache is left as a prefix the next call reuses."""
-        from llama_cpp import LogitsProcessorList
-
         prompt: list[int] = []
 
         def capture(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -171,9 +174,7 @@ class LlamaGenerator:
         llm, end = self.llm, self.llm.token_eos()
         out = []
         with self._lock:
-            for _ in llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1,
-                                                stream=True, logits_processor=LogitsProcessorList([capture])):
-                pass
+            self._read(messages, capture)
             at = len(prompt) - 1
             # llama-cpp-python evaluates with logits for the last token only: its context and batch (pinned
             # version) decode each reply with all of them. A reply longer than a batch is scored in part.
@@ -198,9 +199,7 @@ class LlamaGenerator:
             fresh = self.llm.n_tokens == 0
             if fresh and self._restore(path):
                 return
-            for _ in self.llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0, top_k=1,
-                                                     stream=True):
-                pass
+            self._read(messages)
             if fresh or not path.exists():  # none yet, or one that could not be loaded: replaced
                 self._save(path)
 

@@ -92,6 +92,7 @@ def parse_selector(text: str, where: str) -> Selector:
 
 def from_dict(data: dict) -> Selector:
     """The selector (and its judge) of a JSON shape; ValueError or TypeError when it is not one."""
+    data = dict(data)  # the caller's dict is left as it was
     judge = data.pop("judge", None)
     selector = Selector(**data, judge=from_dict(judge) if judge is not None else None)
     lengths = {len(selector.names), len(selector.mean), len(selector.scale), len(selector.coef)}
