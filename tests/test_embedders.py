@@ -15,7 +15,7 @@ from rag import models
 from rag.chunk import chunk_article
 from rag.cli import main
 from rag.config import PACKAGE_ROOT, Config, load_config
-from rag.embedders import make_embedder
+from rag.embedders import exported, make_embedder
 from rag.embedders.exported import OnnxEmbedder, OpenVinoEmbedder, Tokens, require_fast
 from rag.errors import RagError
 from rag.ingest import load_articles
@@ -82,7 +82,7 @@ def tiny_fp32(source: Path, folder: Path) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "config_sentence_transformers.json",
                  "sentence_bert_config.json"):
         shutil.copy(source / name, folder)
-    tiny_graph(folder / "model.onnx", Tokens(source).tokenizer.vocab_size)
+    tiny_graph(folder / "model.onnx", Tokens(source).tokenizer.get_vocab_size())
     return folder / "model.onnx"
 
 
@@ -137,11 +137,26 @@ def test_a_rebuild_from_the_same_weights_keeps_the_id(built, tmp_path):
 def test_prompts_are_applied_as_sentence_transformers_does(tmp_path):
     tokens = Tokens(tiny_source(tmp_path / "source"))
     query, document = tokens(["زيارة"], "query"), tokens(["زيارة"], "document")
-    words = tokens.tokenizer.convert_ids_to_tokens
-    assert words(query["input_ids"][0].tolist()) == [*PROMPTS["query"].split(), "زيارة"]
-    assert words(document["input_ids"][0].tolist()) == [*PROMPTS["document"].split(), "زيارة"]
+    def words(ids: np.ndarray) -> list[str]:
+        return [tokens.tokenizer.id_to_token(i) for i in ids.tolist()]
+
+    assert words(query["input_ids"][0]) == [*PROMPTS["query"].split(), "زيارة"]
+    assert words(document["input_ids"][0]) == [*PROMPTS["document"].split(), "زيارة"]
     batch = tokens(["قطر", "زيارة بوتين إلى الدوحة"], "document")  # padded to the longest, masked
     assert batch["attention_mask"].sum(axis=1).tolist() == [5, 8] and batch["input_ids"].dtype == np.int64
+
+
+def test_a_weights_int8_export_is_compiled_once_and_cached(built, tmp_path, monkeypatch):
+    texts = ["زيارة بوتين إلى الدوحة", "قطر"]
+    for cache in (tmp_path / "cache", tmp_path / "a-file" / "cache"):  # the second cannot be written: no cache
+        (tmp_path / "a-file").touch()
+        monkeypatch.setattr(exported, "CACHE_DIR", cache)
+        for name in ("embeddinggemma-300m-openvino-w8", "embeddinggemma-300m-openvino-int8"):
+            first = make_embedder(_config(built, name)).embed_batch(texts, "document")
+            again = make_embedder(_config(built, name)).embed_batch(texts, "document")  # compiled from the cache
+            assert np.array_equal(first, again)
+    blobs = list((tmp_path / "cache" / "openvino").iterdir())
+    assert len(blobs) == 1  # weights-int8 only: static-int8 folds its weights while compiling
 
 
 def test_an_index_built_with_one_variant_refuses_another(built, seeds, tmp_path):
@@ -320,11 +335,25 @@ def test_real_embedders_serve_several_threads_at_once(name, real_models, fp32_ve
 
 
 @pytest.mark.real
+def test_real_weights_int8_variant_is_cached_without_its_weights(real_models, tmp_path, monkeypatch):
+    spec = EXPORTS["embeddinggemma-300m-openvino-w8"]
+    export.pull_export(spec, real_models, real_models.parent / "downloads", log=lambda *_: None)
+    monkeypatch.setattr(exported, "CACHE_DIR", tmp_path)
+    config = load_config(models_dir=real_models, embedder=spec.name, device="cpu")
+    questions = seed_texts()["query"][:4]
+    first = make_embedder(config).embed_batch(questions, "query")
+    assert np.array_equal(make_embedder(config).embed_batch(questions, "query"), first)  # compiled from the cache
+    [blob] = (tmp_path / "openvino").iterdir()
+    assert blob.stat().st_size < (real_models / spec.target / "openvino_model.bin").stat().st_size / 20
+
+
+@pytest.mark.real
 def test_real_tokens_match_sentence_transformers(real_models, fp32_vectors):
     tokens, model = Tokens(real_models / "embeddinggemma-300m"), fp32_vectors["embedder"].model
     for kind, texts in seed_texts().items():
-        ours = tokens(texts[:8], kind)
-        theirs = model.preprocess(texts[:8], prompt=model.prompts[kind])
+        texts = [*texts[:8], " ".join(texts) * 2, "", "ی ک 2020 ٢٠٢٠ 🙂"]  # cut at max_seq_length; odd ones
+        ours = tokens(texts, kind)
+        theirs = model.preprocess(texts, prompt=model.prompts[kind])
         assert np.array_equal(ours["input_ids"], theirs["input_ids"].numpy())
         assert np.array_equal(ours["attention_mask"], theirs["attention_mask"].numpy())
 
