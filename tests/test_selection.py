@@ -152,6 +152,7 @@ def test_the_proposals_cache_is_named_by_the_readers_code_prompts_and_settings(t
     assert proposals_file(tmp_path, Config(), "model.gguf") == first
     assert proposals_file(tmp_path, Config(evidence_sentences=5), "model.gguf") != first
     assert proposals_file(tmp_path, Config(evidence_share=0.4), "model.gguf") != first
+    assert proposals_file(tmp_path, Config(embedder="embeddinggemma-300m"), "model.gguf") != first  # it retrieves
 
 
 def test_choosers_and_scores():

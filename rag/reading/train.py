@@ -62,10 +62,11 @@ def gold_examples(rows: list[dict], group: str) -> list[Example]:
 
 
 def proposals_file(folder: Path, config: Config, generator_id: str) -> Path:
-    """The cache of proposals for a model, the reader's code and prompts, and the settings they depend on: any
-    change to them starts a new file."""
+    """The cache of proposals for a model, the reader's code and prompts, and the settings they depend on (the
+    embedder too: it retrieves the gold dev questions' passages): any change to them starts a new file."""
     digest = hashlib.sha256(f"{generator_id} {config.evidence_sentences} {config.evidence_share} {config.candidates} "
-                            f"{config.top_k} {config.chunk_size} {config.n_ctx} {config.max_tokens}".encode())
+                            f"{config.top_k} {config.chunk_size} {config.n_ctx} {config.max_tokens} "
+                            f"{config.embedder}".encode())
     package = resources.files("rag")
     for name in ("reading/candidates.py", "evidence.py", "spans.py", "answer_types.py", "dates.py", "assistant.py"):
         digest.update(package.joinpath(name).read_bytes())
