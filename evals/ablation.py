@@ -47,7 +47,6 @@ from rag.report import commit, machine, table, write_report
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BENCHMARKS = HERE.parent.parent / "shared" / "benchmarks"  # the project's shared/ beside the checkout
-TRAINING = ("arcd", "tydi", "arcd-neg", "tydi-neg", "gold-dev")  # groups of evals/train_reader.py's examples
 COLUMNS = ["correct", "exact", "f1", "false_refusals", "unanswerable_refused", "citation_precision", "evidence_hit",
            "read_hit"]
 MIN_COPY_LOGPROB = -3.0  # the old reader refused a copied span below this mean log-probability per token
@@ -132,9 +131,10 @@ def main() -> None:
         examples, idf = squad_set(file, ids, sample, 0, name.split()[0].lower())
         sets[f"{name}, {len(examples)} questions"] = list(collect(Assistant(config, None, idf, generator).ask,
                                                                   examples, cache))
-    training = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
-    training = [r for r in training if r["group"] in TRAINING]
     selector = load_selector(config.selector)
+    # The variants are retrained on the examples the selector was trained on (its manifest names their groups).
+    training = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
+    training = [r for r in training if r["group"] in selector.manifest["examples"]]
     choosers = {"old rules (fixed order)": rules, **{f"{s} alone": alone(s) for s in
                                                       ("reply", "copy", "typed", "definition", "clause")},
                 "selector (default)": with_selector(selector)}

@@ -7,11 +7,13 @@
 
 The model reads every training question with its own paragraph (ARCD train, the TyDi-ar training split), a share
 of them with another paragraph that does not hold the answer (negatives for refusal), and the gold dev split through
-retrieval. The selector (a logistic regression over the candidates' features, pointwise or listwise) and its
-refusal threshold, chosen out of fold for a stated false-refusal rate, are written to rag/data/selector.json with a
-manifest: data hashes, the feature list, the model id and the validation scores. With --compare it trains nothing:
-the first questions of each training sample are read under each variant of the settings, and the variants are
-compared (results/reader-variants.md).
+retrieval (with --elsewhere, each answerable one again with the passages retrieval finds in the other articles:
+negatives as the gold set's unanswerable questions are, about their subject and not answering it). The selector
+(a logistic regression over the candidates' features, pointwise or listwise) and its refusal threshold, chosen out
+of fold for a stated false-refusal rate, are written to rag/data/selector.json with a manifest: data hashes, the
+feature list, the model id and the validation scores. With --compare it trains nothing: the first questions of
+each training sample are read under each variant of the settings, and the variants are compared
+(results/reader-variants.md).
 XQuAD-ar and the gold test split are never read here.
 """
 
@@ -38,6 +40,7 @@ from rag.reading.train import (
     alone,
     collect,
     described,
+    elsewhere,
     file_hash,
     fit,
     gold_examples,
@@ -119,6 +122,9 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=120, help="training questions drawn from each set")
     parser.add_argument("--negatives", type=float, default=0.15, help="share of them also read with a paragraph "
                                                                        "that does not answer")
+    parser.add_argument("--elsewhere", action="store_true", help="also read each answerable gold dev question "
+                        "with the passages retrieval finds in the other articles (negatives; measured, not shipped: "
+                        "see evals/README.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--false-refusals", type=float, default=0.05, help="the threshold refuses at most this "
                                                                              "share of answerable questions")
@@ -152,8 +158,13 @@ def main() -> None:
     paragraphs = Assistant(config, None, ParagraphIdf(e.text for e in train), generator)
     records = list(collect(paragraphs.ask, train, cache))
     retrieving = Assistant.load(config, generator)
-    records += list(collect(lambda q, passages: retrieving.ask(q), gold_examples(load_gold(GOLD_DEV), "gold-dev"),
-                            cache))
+    gold = gold_examples(load_gold(GOLD_DEV), "gold-dev")
+    records += list(collect(lambda q, passages: retrieving.ask(q), gold, cache))
+    if args.elsewhere:
+        tempting = elsewhere(gold, lambda q: retrieving.search(q, 4 * config.top_k), config.top_k)
+        given = {e.question: passages for e, passages in tempting}
+        records += list(collect(lambda q, passages: retrieving.ask(q, passages=given[q]), [e for e, _ in tempting],
+                                cache))
     judge = Judgements(generator, judgements_file(cache)) if args.judged else None
     selector = fit(records, false_refusals=args.false_refusals, c=args.c, objective=args.objective, judge=judge,
                    judged=args.judged)
@@ -162,7 +173,8 @@ def main() -> None:
         "data": {path.name: file_hash(path) for data, ids in SETS.values() for path in (data, ids)}
         | {GOLD_DEV.name: file_hash(GOLD_DEV)},
         "examples": {g: sum(r["group"] == g for r in records) for g in sorted({r["group"] for r in records})},
-        "settings": {"per_set": args.per_set, "negatives": args.negatives, "seed": args.seed, "judged": args.judged,
+        "settings": {"per_set": args.per_set, "negatives": args.negatives, "elsewhere": args.elsewhere,
+                     "seed": args.seed, "judged": args.judged,
                      "evidence_sentences": config.evidence_sentences, "evidence_share": config.evidence_share,
                      "candidates": config.candidates},
         "seconds": round(time.perf_counter() - started),

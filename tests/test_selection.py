@@ -1,6 +1,7 @@
 """Choosing the answer: the candidates' features, the selector, its training and its refusal threshold, on tiny
 literal Arabic inputs and hand-made records."""
 
+import dataclasses
 import json
 import math
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import SCRIPTED_SELECTOR, ScriptedGenerator
 
 from rag.answer_types import DATE, OTHER
+from rag.chunk import Chunk
 from rag.config import Config
 from rag.errors import RagError
 from rag.evidence import Evidence, Ranked, select
@@ -16,10 +18,13 @@ from rag.reading.features import GROUPS, JUDGE_NAMES, NAMES, clause_of, distance
 from rag.reading.select import SelectingReader, choose
 from rag.reading.selector import Selector, load_selector, parse_selector
 from rag.reading.train import (
+    Example,
     Judgements,
     alone,
+    elsewhere,
     fit,
     judgements_file,
+    negatives,
     oracle,
     proposals_file,
     right,
@@ -27,6 +32,7 @@ from rag.reading.train import (
     threshold_for,
     with_selector,
 )
+from rag.stores.base import Passage
 
 VISIT = "قام الرئيس الروسي فلاديمير بوتين بزيارة إلى الدوحة في فبراير عام 2007، وهي أول زيارة له إلى قطر كرئيس."
 SAID = "وقال بوغدانوف إن موسكو تدعم الحوار، مؤكدا أهمية دور قطر في الوساطة."
@@ -153,6 +159,30 @@ def test_the_proposals_cache_is_named_by_the_readers_code_prompts_and_settings(t
     assert proposals_file(tmp_path, Config(evidence_sentences=5), "model.gguf") != first
     assert proposals_file(tmp_path, Config(evidence_share=0.4), "model.gguf") != first
     assert proposals_file(tmp_path, Config(embedder="embeddinggemma-300m"), "model.gguf") != first  # it retrieves
+
+
+def test_negatives_pair_questions_with_the_most_tempting_paragraph_that_does_not_answer():
+    other = "زار بوتين الدوحة مرة ثانية دون أن يذكر التاريخ."
+    examples = [Example("1", "متى زار بوتين الدوحة؟", ["فبراير عام 2007"], "", VISIT, "t"),
+                Example("2", "ماذا قال بوغدانوف؟", ["موسكو تدعم الحوار"], "", SAID, "t"),
+                Example("3", "هل زار بوتين الدوحة ثانية؟", ["نعم"], "", other, "t")]
+    [negative] = [n for n in negatives(examples, 1.0) if n.id == "1-neg"]
+    assert (negative.text, negative.answers, negative.group) == (other, [], "t-neg")  # shares the most terms
+
+
+def _passage(article: str, text: str) -> Passage:
+    return Passage(Chunk(f"{article}#0", article, "عنوان", None, 0, len(text), text), 1.0, 0.5, 1.0)
+
+
+def test_gold_questions_are_read_again_with_the_articles_that_do_not_answer_them():
+    found = [_passage("a.txt", VISIT), _passage("b.txt", SAID), _passage("c.txt", "بوتين في الدوحة."),
+             _passage("d.txt", "زيارة أخرى.")]
+    asked = Example("q1", "متى زار بوتين الدوحة؟", ["فبراير عام 2007"], "", "", "gold-dev", ["a.txt"])
+    [(negative, passages)] = elsewhere([asked, dataclasses.replace(asked, id="q2", answers=[])], lambda q: found, 2)
+    assert (negative.id, negative.answers, negative.group) == ("q1-neg", [], "gold-dev-neg")
+    assert [p.chunk.article_id for p in passages] == ["b.txt", "c.txt"]  # its own article left out, k kept
+    elsewhere_too = dataclasses.replace(asked, sources=["b.txt"])  # another article also holds the answer
+    assert elsewhere([elsewhere_too], lambda q: found, 2) == []
 
 
 def test_choosers_and_scores():

@@ -93,6 +93,21 @@ def negatives(examples: list[Example], share: float, seed: int = 0) -> list[Exam
     return out
 
 
+def elsewhere(examples: list[Example], search: Callable[[str], list[Passage]],
+              k: int) -> list[tuple[Example, list[Passage]]]:
+    """For each answerable question read by retrieval, the k best passages of the articles that do not hold its
+    answer (search: more than k, best first): evidence about the question's subject that does not answer it, as
+    the gold set's unanswerable questions meet. None where those passages still hold an answer."""
+    out = []
+    for e in examples:
+        if not e.answers:
+            continue
+        passages = [p for p in search(e.question) if p.chunk.article_id not in e.sources][:k]
+        if passages and not contains(" ".join(p.chunk.text for p in passages), e.answers):
+            out.append((Example(f"{e.id}-neg", e.question, [], "", "", f"{e.group}-neg"), passages))
+    return out
+
+
 class ParagraphIdf:
     """BM25's idf over a set of paragraphs: what the assistant's store gives evidence ranking, without an index."""
 
