@@ -1,5 +1,6 @@
 """End to end with the real embedder and GGUF model over the repository's seed articles (slow: run in CI)."""
 
+import os
 import time
 
 import pytest
@@ -81,9 +82,16 @@ def test_a_new_process_restores_the_fixed_prefix_from_the_state_the_last_one_sav
     generator = real_assistant.generator
     for state in generator._states.parent.glob(f"{generator.id}-*.state"):
         state.unlink()
+    generator._states.parent.mkdir(parents=True, exist_ok=True)
+    killed, writing = (generator._states.parent / f"{generator.id}-test-{pid}.tmp" for pid in ("killed", "writing"))
+    killed.write_bytes(b"half a state")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))  # left two hours ago by a killed process
+    writing.write_bytes(b"half a state")  # another process, writing now
     generator.llm.reset()
     real_assistant.warm_up()  # read, then saved
     (state,) = generator._states.parent.glob(f"{generator.id}-*.state")
+    assert not killed.exists() and writing.exists()
+    writing.unlink()
     read = generator.llm._input_ids.tolist()
     generator.llm.reset()  # as in a new process
     started = time.perf_counter()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rag.models import resolve
 from rag.spans import TokenTrie, token_trie
 
 GGUF_MAGIC = b"GGUF"
+STALE_SECONDS = 3600  # a prefix state half-written this long ago was left by a killed process
 
 
 def log_softmax_at(scores: np.ndarray, tokens: list[int]) -> np.ndarray:
@@ -221,8 +223,8 @@ class LlamaGenerator:
         return True
 
     def _save(self, path: Path) -> None:
-        """Save the context's state for the next process, atomically, and remove this model's older states. A cache:
-        when its folder cannot be written, nothing is saved."""
+        """Save the context's state for the next process, atomically, and remove this model's older states and the
+        half-written ones of killed processes. A cache: when its folder cannot be written, nothing is saved."""
         import llama_cpp
 
         n = self.llm.n_tokens
@@ -235,6 +237,10 @@ class LlamaGenerator:
                 for old in path.parent.glob(f"{self.id}-*.state"):
                     if old != path:
                         old.unlink(missing_ok=True)
+                # Another process may be writing its state now (13 MB, well under a second): only old ones go.
+                for stale in path.parent.glob(f"{self.id}-*.tmp"):
+                    if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                        stale.unlink(missing_ok=True)
             temporary.unlink(missing_ok=True)
 
     def generate(self, messages: list[dict], max_tokens: int, stop: list[str], temperature: float) -> Iterator[str]:
