@@ -95,6 +95,16 @@ EXPORTS = {
 BUILT = "export.json"  # written last into an export's folder: what it was built from and with, and its files
 
 
+def cpu_flags() -> str:
+    """The CPU's feature flags (AVX2, AVX-512, AMX…) from /proc/cpuinfo, on which a compiled model or a saved model
+    state depends; empty where there is none (not Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line for line in lines if line.startswith("flags")), "")
+
+
 def _marker(path: Path) -> Path:
     return path / VERIFIED if path.is_dir() else path.with_name(path.name + VERIFIED)
 

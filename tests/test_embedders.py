@@ -155,8 +155,16 @@ def test_a_weights_int8_export_is_compiled_once_and_cached(built, tmp_path, monk
             first = make_embedder(_config(built, name)).embed_batch(texts, "document")
             again = make_embedder(_config(built, name)).embed_batch(texts, "document")  # compiled from the cache
             assert np.array_equal(first, again)
-    blobs = list((tmp_path / "cache" / "openvino").iterdir())
+    blobs = list((tmp_path / "cache" / "openvino").rglob("*.blob"))
     assert len(blobs) == 1  # weights-int8 only: static-int8 folds its weights while compiling
+    import openvino
+
+    folder = built / "embeddinggemma-300m-openvino-w8"
+    monkeypatch.setattr(exported, "CACHE_DIR", tmp_path / "cache")
+    here = exported.compile_cache(folder, openvino.__version__)["CACHE_DIR"]
+    assert here == str(blobs[0].parent)  # this machine's folder
+    monkeypatch.setattr(exported, "cpu_flags", lambda: "flags : avx512f amx_tile")
+    assert exported.compile_cache(folder, openvino.__version__)["CACHE_DIR"] != here  # another CPU compiles its own
 
 
 def test_an_index_built_with_one_variant_refuses_another(built, seeds, tmp_path):
@@ -343,7 +351,7 @@ def test_real_weights_int8_variant_is_cached_without_its_weights(real_models, tm
     questions = seed_texts()["query"][:4]
     first = make_embedder(config).embed_batch(questions, "query")
     assert np.array_equal(make_embedder(config).embed_batch(questions, "query"), first)  # compiled from the cache
-    [blob] = (tmp_path / "openvino").iterdir()
+    [blob] = (tmp_path / "openvino").rglob("*.blob")
     assert blob.stat().st_size < (real_models / spec.target / "openvino_model.bin").stat().st_size / 20
 
 

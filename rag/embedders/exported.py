@@ -17,7 +17,7 @@ from rag.config import CACHE_DIR, Config
 from rag.embedders.base import Kind
 from rag.embedders.sbert import folder_fingerprint
 from rag.errors import RagError, require
-from rag.models import BUILT, resolve
+from rag.models import BUILT, cpu_flags, resolve
 
 
 def require_fast(module: str, what: str) -> ModuleType:
@@ -36,17 +36,20 @@ def export_fingerprint(folder: Path) -> str:
     return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def compile_cache(folder: Path) -> dict[str, str]:
+def compile_cache(folder: Path, openvino_version: str) -> dict[str, str]:
     """OpenVINO's settings that keep a compiled model in the cache folder without its weights (a few MB; compiling
     takes 0.15 s instead of 1.3 s), for a weights-int8 export: compiling leaves its weights as they are. A
-    static-int8 model's weights are folded while compiling, and its cache would hold all of them (800 MB)."""
+    static-int8 model's weights are folded while compiling, and its cache would hold all of them (800 MB). One
+    folder per OpenVINO version and CPU (what it compiled for: a cache folder may be shared by several machines)."""
+    machine = hashlib.sha256(f"{openvino_version}\n{cpu_flags()}".encode()).hexdigest()[:16]
+    cache = CACHE_DIR / "openvino" / machine
     try:
         if json.loads((folder / BUILT).read_text(encoding="utf-8")).get("quantization") != "weights-int8":
             return {}
-        (CACHE_DIR / "openvino").mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError):  # a folder of one's own, or a cache that cannot be written: compile every time
         return {}
-    return {"CACHE_DIR": str(CACHE_DIR / "openvino"), "CACHE_MODE": "OPTIMIZE_SIZE"}
+    return {"CACHE_DIR": str(cache), "CACHE_MODE": "OPTIMIZE_SIZE"}
 
 
 class Tokens:
@@ -146,7 +149,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
             raise RagError("the OpenVINO variants run on the CPU: set device to auto or cpu, or use "
                            "embeddinggemma-300m (torch) on CUDA")
         settings = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {}),
-                    **compile_cache(path.parent)}
+                    **compile_cache(path.parent, ov.__version__)}
         compiled = ov.Core().compile_model(str(path), "CPU", settings)
         self.request = compiled.create_infer_request()
         return int(compiled.output(0).get_partial_shape()[-1].get_length())

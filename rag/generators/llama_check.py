@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rag.config import Config
 from rag.errors import RagError
+from rag.models import cpu_flags
 
 # Longer than one token, so that the matrix kernels of a batch run (a one-token prompt passes on a broken build).
 PROBE = "تلقى أمير قطر رسالة شفهية من الرئيس الروسي نقلها نائب وزير الخارجية. " * 4
@@ -71,8 +72,7 @@ def fingerprint(path: Path, settings: LlamaSettings) -> str:
     for file in sorted(library.glob("*")) + [path]:
         stat = file.stat()
         parts.append(f"{file.resolve()} {stat.st_size} {stat.st_mtime_ns}")
-    with contextlib.suppress(OSError):  # not Linux: the libraries and the model decide
-        parts += [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")][:1]
+    parts += [flags] if (flags := cpu_flags()) else []  # not Linux: the libraries and the model decide
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
