@@ -6,7 +6,8 @@
         "evidence_sentences=4 evidence_share=0.4"       # ways of reading compared: 4 minutes a variant
 
 The model reads every training question with its own paragraph (ARCD train, the TyDi-ar training split), a share
-of them with another paragraph that does not hold the answer (negatives for refusal), and the gold dev split through
+of them with another paragraph that does not hold the answer (negatives for refusal; with --removed, a share with
+their own paragraph less the sentences holding the answer), and the gold dev split through
 retrieval (with --elsewhere, each answerable one again with the passages retrieval finds in the other articles:
 negatives as the gold set's unanswerable questions are, about their subject and not answering it). The selector
 (a logistic regression over the candidates' features, pointwise or listwise) and its refusal threshold, chosen out
@@ -48,6 +49,7 @@ from rag.reading.train import (
     negatives,
     oracle,
     proposals_file,
+    removed,
     score,
     squad_examples,
     with_selector,
@@ -63,14 +65,14 @@ SETS = {  # name: (data file, ids file)
 GOLD_DEV = HERE / "gold-dev.jsonl"
 
 
-def examples(per_set: int, negative_share: float, seed: int) -> list[Example]:
+def examples(per_set: int, negative_share: float, seed: int, removed_share: float = 0.0) -> list[Example]:
     """A seeded sample of each training set, and negatives made from them."""
     out = []
     for name, (data, ids) in SETS.items():
         wanted = set(ids.read_text(encoding="utf-8").split())
         found = squad_examples(json.loads(data.read_text(encoding="utf-8")), wanted, name)
         out += random.Random(seed).sample(found, min(per_set, len(found)))
-    return out + negatives(out, negative_share, seed)
+    return out + negatives(out, negative_share, seed) + removed(out, removed_share, seed)
 
 
 def per_question(records: list[dict], pick: Chooser) -> dict[str, float]:
@@ -122,6 +124,9 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=120, help="training questions drawn from each set")
     parser.add_argument("--negatives", type=float, default=0.15, help="share of them also read with a paragraph "
                                                                        "that does not answer")
+    parser.add_argument("--removed", type=float, default=0.0, help="share of them also read with their own "
+                        "paragraph less the sentences holding the answer (negatives; measured, not shipped: see "
+                        "evals/README.md)")
     parser.add_argument("--elsewhere", action="store_true", help="also read each answerable gold dev question "
                         "with the passages retrieval finds in the other articles (negatives; measured, not shipped: "
                         "see evals/README.md)")
@@ -154,7 +159,7 @@ def main() -> None:
     config = load_config()
     generator = make_generator(config)
     cache = proposals_file(args.cache, config, generator.id)
-    train = examples(args.per_set, args.negatives, args.seed)
+    train = examples(args.per_set, args.negatives, args.seed, args.removed)
     paragraphs = Assistant(config, None, ParagraphIdf(e.text for e in train), generator)
     records = list(collect(paragraphs.ask, train, cache))
     retrieving = Assistant.load(config, generator)
@@ -170,11 +175,12 @@ def main() -> None:
                    judged=args.judged)
     selector.manifest |= {
         "model": generator.id,
+        "embedder": config.embedder,  # it retrieved the gold dev questions' passages
         "data": {path.name: file_hash(path) for data, ids in SETS.values() for path in (data, ids)}
         | {GOLD_DEV.name: file_hash(GOLD_DEV)},
         "examples": {g: sum(r["group"] == g for r in records) for g in sorted({r["group"] for r in records})},
-        "settings": {"per_set": args.per_set, "negatives": args.negatives, "elsewhere": args.elsewhere,
-                     "seed": args.seed, "judged": args.judged,
+        "settings": {"per_set": args.per_set, "negatives": args.negatives, "removed": args.removed,
+                     "elsewhere": args.elsewhere, "seed": args.seed, "judged": args.judged,
                      "evidence_sentences": config.evidence_sentences, "evidence_share": config.evidence_share,
                      "candidates": config.candidates},
         "seconds": round(time.perf_counter() - started),

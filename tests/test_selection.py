@@ -27,6 +27,7 @@ from rag.reading.train import (
     negatives,
     oracle,
     proposals_file,
+    removed,
     right,
     score,
     threshold_for,
@@ -168,6 +169,17 @@ def test_negatives_pair_questions_with_the_most_tempting_paragraph_that_does_not
                 Example("3", "هل زار بوتين الدوحة ثانية؟", ["نعم"], "", other, "t")]
     [negative] = [n for n in negatives(examples, 1.0) if n.id == "1-neg"]
     assert (negative.text, negative.answers, negative.group) == (other, [], "t-neg")  # shares the most terms
+
+
+def test_a_paragraph_less_the_sentences_holding_the_answer_is_a_negative():
+    text = "وصل بوتين إلى الدوحة أمس. زار بوتين الدوحة في فبراير عام 2007. والتقى الأمير في القصر."
+    [cut] = removed([Example("1", "متى زار بوتين الدوحة؟", ["فبراير عام 2007"], "زيارة", text, "t")], 1.0)
+    assert (cut.id, cut.answers, cut.group) == ("1-cut", [], "t-cut")
+    assert cut.text == "وصل بوتين إلى الدوحة أمس. والتقى الأمير في القصر."
+    half = "زار بوتين الدوحة في فبراير عام مضى. والتقى الأمير. ثم عاد."  # 2 of the answer's 3 words: it goes too
+    assert removed([Example("2", "متى؟", ["فبراير عام 2007"], "", half, "t")], 1.0)[0].text == "والتقى الأمير. ثم عاد."
+    too_short = "زار بوتين الدوحة في فبراير عام 2007. ثم عاد."
+    assert removed([Example("3", "متى؟", ["فبراير عام 2007"], "", too_short, "t")], 1.0) == []
 
 
 def _passage(article: str, text: str) -> Passage:

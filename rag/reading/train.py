@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from rag.chunk import Chunk
+from rag.chunk import Chunk, sentence_spans
 from rag.config import Config
 from rag.errors import RagError
-from rag.metrics import answer_written, contains, exact_match, short, token_f1
+from rag.metrics import answer_tokens, answer_written, contains, exact_match, short, token_f1
 from rag.normalize import terms
 from rag.reading.candidates import Candidate, Proposal
 from rag.reading.features import GROUPS, JUDGE_NAMES, NAMES, context, features, judge_features
@@ -91,6 +91,23 @@ def negatives(examples: list[Example], share: float, seed: int = 0) -> list[Exam
                 out.append(Example(f"{e.id}-neg", e.question, [], "", paragraphs[i], f"{e.group}-neg"))
                 break
     return out
+
+
+def removed(examples: list[Example], share: float, seed: int = 0) -> list[Example]:
+    """For a seeded share of the questions, their own paragraph without the sentences that hold (half or more of)
+    an answer: evidence about the question's very subject, in its words, that no longer answers it."""
+    out = []
+    for e in random.Random(seed).sample(examples, round(share * len(examples))):
+        kept = [e.text[s:t] for s, t in sentence_spans(e.text) if not _holds(e.text[s:t], e.answers)]
+        rest = " ".join(kept)
+        if len(kept) >= 2 and not contains(rest, e.answers):
+            out.append(Example(f"{e.id}-cut", e.question, [], e.title, rest, f"{e.group}-cut"))
+    return out
+
+
+def _holds(sentence: str, answers: list[str]) -> bool:
+    words = set(answer_tokens(sentence))
+    return any(sum(t in words for t in answer_tokens(a)) * 2 >= len(answer_tokens(a)) for a in answers)
 
 
 def elsewhere(examples: list[Example], search: Callable[[str], list[Passage]],
