@@ -16,8 +16,11 @@ import argparse
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+
+from train_reader import examples as training_examples
 
 from rag.answer_types import LIST, YESNO, defines
 from rag.assistant import Assistant
@@ -99,6 +102,15 @@ def answer_times(assistants: dict[str, Assistant], questions: list[str]) -> dict
     return {name: {f"p{q}": percentile(values, q) for q in (50, 95)} for name, values in seconds.items()}
 
 
+def trained_on(records: list[dict], settings: dict) -> list[dict]:
+    """The records of the examples the selector was trained on, drawn again from its manifest's settings (the cache
+    may hold more: another run's larger sample), so that the variants are retrained on the same ones."""
+    drawn = {(e.group, e.id) for e in training_examples(settings["per_set"], settings["negatives"], settings["seed"],
+                                                        settings.get("removed", 0.0))}
+    groups = {"gold-dev"} | ({"gold-dev-neg"} if settings.get("elsewhere") else set())
+    return [r for r in records if (r["group"], r["id"]) in drawn or r["group"] in groups]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--xquad", type=int, default=400, help="seeded questions of XQuAD-ar")
@@ -132,9 +144,11 @@ def main() -> None:
         sets[f"{name}, {len(examples)} questions"] = list(collect(Assistant(config, None, idf, generator).ask,
                                                                   examples, cache))
     selector = load_selector(config.selector)
-    # The variants are retrained on the examples the selector was trained on (its manifest names their groups).
-    training = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
-    training = [r for r in training if r["group"] in selector.manifest["examples"]]
+    training = trained_on([json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()],
+                          selector.manifest["settings"])
+    if Counter(r["group"] for r in training) != selector.manifest["examples"]:
+        raise SystemExit(f"error: the proposals cache {cache} does not hold the selector's training examples "
+                         f"{selector.manifest['examples']}: run evals/train_reader.py with its settings first")
     choosers = {"old rules (fixed order)": rules, **{f"{s} alone": alone(s) for s in
                                                       ("reply", "copy", "typed", "definition", "clause")},
                 "selector (default)": with_selector(selector)}
