@@ -20,8 +20,6 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from train_reader import examples as training_examples
-
 from rag.answer_types import LIST, YESNO, defines
 from rag.assistant import Assistant
 from rag.config import CACHE_DIR, load_config
@@ -36,6 +34,7 @@ from rag.reading.train import (
     ParagraphIdf,
     alone,
     collect,
+    draw,
     fit,
     gold_examples,
     judgements_file,
@@ -43,6 +42,7 @@ from rag.reading.train import (
     proposals_file,
     score,
     squad_examples,
+    training_files,
     with_selector,
 )
 from rag.report import commit, machine, table, write_report
@@ -105,8 +105,9 @@ def answer_times(assistants: dict[str, Assistant], questions: list[str]) -> dict
 def trained_on(records: list[dict], settings: dict) -> list[dict]:
     """The records of the examples the selector was trained on, drawn again from its manifest's settings (the cache
     may hold more: another run's larger sample), so that the variants are retrained on the same ones."""
-    drawn = {(e.group, e.id) for e in training_examples(settings["per_set"], settings["negatives"], settings["seed"],
-                                                        settings.get("removed", 0.0))}
+    files = training_files(HERE.parent.parent / "shared", HERE / "splits")
+    drawn = {(e.group, e.id) for e in draw(files, settings["per_set"], settings["negatives"], settings["seed"],
+                                           settings.get("removed", 0.0))}
     groups = {"gold-dev"} | ({"gold-dev-neg"} if settings.get("elsewhere") else set())
     return [r for r in records if (r["group"], r["id"]) in drawn or r["group"] in groups]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -35,44 +34,29 @@ from rag.metrics import percentile, token_f1
 from rag.reading.selector import load_selector
 from rag.reading.train import (
     Chooser,
-    Example,
     Judgements,
     ParagraphIdf,
     alone,
     collect,
     described,
+    draw,
     elsewhere,
     file_hash,
     fit,
     gold_examples,
     judgements_file,
-    negatives,
     oracle,
     proposals_file,
-    removed,
     score,
-    squad_examples,
+    training_files,
     with_selector,
 )
 from rag.report import commit, machine, table, write_report
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"  # the project's shared/ beside the checkout
-SETS = {  # name: (data file, ids file)
-    "arcd": (SHARED / "data" / "arcd-train.json", HERE / "splits" / "arcd-train.ids"),
-    "tydi": (SHARED / "benchmarks" / "tydiqa_goldp_arabic_dev.json", HERE / "splits" / "tydi-ar-train.ids"),
-}
+SETS = training_files(SHARED, HERE / "splits")
 GOLD_DEV = HERE / "gold-dev.jsonl"
-
-
-def examples(per_set: int, negative_share: float, seed: int, removed_share: float = 0.0) -> list[Example]:
-    """A seeded sample of each training set, and negatives made from them."""
-    out = []
-    for name, (data, ids) in SETS.items():
-        wanted = set(ids.read_text(encoding="utf-8").split())
-        found = squad_examples(json.loads(data.read_text(encoding="utf-8")), wanted, name)
-        out += random.Random(seed).sample(found, min(per_set, len(found)))
-    return out + negatives(out, negative_share, seed) + removed(out, removed_share, seed)
 
 
 def per_question(records: list[dict], pick: Chooser) -> dict[str, float]:
@@ -85,7 +69,7 @@ def compare(variants: list[str], questions: int, args: argparse.Namespace) -> No
     """Read the first questions of each training sample under each variant of the settings; report token F1 of the
     reply alone, the copy alone, the packaged selector (never refusing) and the oracle, each against the first
     variant question by question, the answer in what the model read, and the answer time."""
-    train = examples(args.per_set, 0.0, args.seed)  # the questions training draws, so the same idf
+    train = draw(SETS, args.per_set, 0.0, args.seed)  # the questions training draws, so the same idf
     chosen = [e for name in SETS for e in [e for e in train if e.group == name][:questions]]
     choosers = {"reply": alone("reply"), "copy": alone("copy"), "selector": with_selector(load_selector(""), 0.0),
                 "oracle": oracle}
@@ -159,7 +143,7 @@ def main() -> None:
     config = load_config()
     generator = make_generator(config)
     cache = proposals_file(args.cache, config, generator.id)
-    train = examples(args.per_set, args.negatives, args.seed, args.removed)
+    train = draw(SETS, args.per_set, args.negatives, args.seed, args.removed)
     paragraphs = Assistant(config, None, ParagraphIdf(e.text for e in train), generator)
     records = list(collect(paragraphs.ask, train, cache))
     retrieving = Assistant.load(config, generator)

@@ -21,6 +21,7 @@ from rag.reading.train import (
     Example,
     Judgements,
     alone,
+    draw,
     elsewhere,
     fit,
     judgements_file,
@@ -31,6 +32,7 @@ from rag.reading.train import (
     right,
     score,
     threshold_for,
+    training_files,
     with_selector,
 )
 from rag.stores.base import Passage
@@ -180,6 +182,27 @@ def test_a_paragraph_less_the_sentences_holding_the_answer_is_a_negative():
     assert removed([Example("2", "متى؟", ["فبراير عام 2007"], "", half, "t")], 1.0)[0].text == "والتقى الأمير. ثم عاد."
     too_short = "زار بوتين الدوحة في فبراير عام 2007. ثم عاد."
     assert removed([Example("3", "متى؟", ["فبراير عام 2007"], "", too_short, "t")], 1.0) == []
+
+
+def test_the_training_examples_are_drawn_again_the_same_from_the_same_settings(tmp_path):
+    paragraphs = [{"context": VISIT, "qas": [{"id": "v1", "question": "متى زار بوتين الدوحة؟",
+                                              "answers": [{"text": "فبراير عام 2007"}]}]},
+                  {"context": SAID, "qas": [{"id": "s1", "question": "ماذا قال بوغدانوف؟",
+                                             "answers": [{"text": "موسكو تدعم الحوار"}]},
+                                            {"id": "s2", "question": "من قال؟", "answers": [{"text": "بوغدانوف"}]}]}]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    for data in ("data/arcd-train.json", "benchmarks/tydiqa_goldp_arabic_dev.json"):
+        (tmp_path / data).write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}), encoding="utf-8")
+    (tmp_path / "arcd-train.ids").write_text("v1\ns1\n", encoding="utf-8")  # s2 is not in the split
+    (tmp_path / "tydi-ar-train.ids").write_text("v1 s1 s2", encoding="utf-8")
+    files = training_files(tmp_path, tmp_path)
+    drawn = draw(files, 2, 0.5, seed=0)
+    assert sorted(e.id for e in drawn if e.group == "arcd") == ["s1", "v1"]
+    assert len([e for e in drawn if e.group == "tydi"]) == 2
+    negative = [e for e in drawn if not e.answers]
+    assert len(negative) == 2 and all(e.group in ("arcd-neg", "tydi-neg") for e in negative)  # half of the 4
+    assert [(e.group, e.id) for e in draw(files, 2, 0.5, seed=0)] == [(e.group, e.id) for e in drawn]
 
 
 def _passage(article: str, text: str) -> Passage:

@@ -56,6 +56,28 @@ def squad_examples(data: dict, ids: set[str], group: str) -> list[Example]:
     return out
 
 
+TRAINING_SETS = {  # name: (data file under the project's shared/, ids file under evals/splits/)
+    "arcd": ("data/arcd-train.json", "arcd-train.ids"),
+    "tydi": ("benchmarks/tydiqa_goldp_arabic_dev.json", "tydi-ar-train.ids"),
+}
+
+
+def training_files(shared: Path, splits: Path) -> dict[str, tuple[Path, Path]]:
+    """Each training set's data file and ids file."""
+    return {name: (shared / data, splits / ids) for name, (data, ids) in TRAINING_SETS.items()}
+
+
+def draw(files: dict[str, tuple[Path, Path]], per_set: int, negative_share: float, seed: int,
+         removed_share: float = 0.0) -> list[Example]:
+    """A seeded sample of each training set, and negatives made from them (evals/train_reader.py's examples)."""
+    out = []
+    for name, (data, ids) in files.items():
+        wanted = set(ids.read_text(encoding="utf-8").split())
+        found = squad_examples(json.loads(data.read_text(encoding="utf-8")), wanted, name)
+        out += random.Random(seed).sample(found, min(per_set, len(found)))
+    return out + negatives(out, negative_share, seed) + removed(out, removed_share, seed)
+
+
 def gold_examples(rows: list[dict], group: str) -> list[Example]:
     """Gold questions (rag.evaluate.load_gold rows): read through retrieval, so with no paragraph of their own."""
     return [Example(str(q["id"]), q["question"], q["answers"], "", "", group, q["sources"]) for q in rows]
