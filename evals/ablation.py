@@ -40,6 +40,7 @@ from rag.reading.train import (
     judgements_file,
     oracle,
     proposals_file,
+    ranked_by,
     score,
     squad_examples,
     training_files,
@@ -129,6 +130,12 @@ def main() -> None:
     config = load_config(seeds_dir=HERE.parent / "seeds")
     generator = make_generator(config)
     cache = proposals_file(args.cache, config, generator.id)
+    selector = load_selector(config.selector)
+    cached = cache.read_text(encoding="utf-8").splitlines() if cache.exists() else []
+    training = trained_on([json.loads(line) for line in cached], selector.manifest["settings"])
+    if Counter(r["group"] for r in training) != selector.manifest["examples"]:
+        parser.error(f"the proposals cache {cache} does not hold the selector's training examples "
+                     f"{selector.manifest['examples']}: run evals/train_reader.py with its settings first")
     limit = 10 if args.quick else None
     retrieving = Assistant.load(config, generator)
     sets = {}
@@ -144,12 +151,6 @@ def main() -> None:
         examples, idf = squad_set(file, ids, sample, 0, name.split()[0].lower())
         sets[f"{name}, {len(examples)} questions"] = list(collect(Assistant(config, None, idf, generator).ask,
                                                                   examples, cache))
-    selector = load_selector(config.selector)
-    training = trained_on([json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()],
-                          selector.manifest["settings"])
-    if Counter(r["group"] for r in training) != selector.manifest["examples"]:
-        raise SystemExit(f"error: the proposals cache {cache} does not hold the selector's training examples "
-                         f"{selector.manifest['examples']}: run evals/train_reader.py with its settings first")
     choosers = {"old rules (fixed order)": rules, **{f"{s} alone": alone(s) for s in
                                                       ("reply", "copy", "typed", "definition", "clause")},
                 "selector (default)": with_selector(selector)}
@@ -158,8 +159,10 @@ def main() -> None:
         judged = fit(training, judge=judge, judged=args.judge)
         choosers[f"selector and judge of its best {args.judge}"] = with_selector(judged, judge=judge)
     objective = selector.manifest.get("objective", "pointwise")
-    for other in {"pointwise", "listwise"} - {objective}:
-        choosers[f"selector trained {other}"] = with_selector(fit(training, objective=other))
+    other = fit(training, objective="listwise" if objective == "pointwise" else "pointwise")
+    choosers[f"selector trained {other.manifest['objective']}"] = with_selector(other)
+    if objective == "pointwise":
+        choosers["listwise choice, pointwise refusal"] = ranked_by(other, selector)
     for group in GROUPS:
         choosers[f"selector without {group} features"] = with_selector(fit(training, drop=[group],
                                                                            objective=objective))

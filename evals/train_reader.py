@@ -130,6 +130,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE.parent / "rag" / "data" / "selector.json")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR / "reader")
     args = parser.parse_args()
+    for name in ("negatives", "removed"):
+        if not 0 <= (share := getattr(args, name)) <= 1:
+            parser.error(f"--{name} is a share of the questions, from 0 to 1, not {share}")
     if args.compare:
         if wrong := [pair for variant in args.compare for pair in variant.split() if "=" not in pair]:
             parser.error(f"--compare takes settings as name=value, not {wrong[0]!r}")

@@ -28,6 +28,7 @@ from rag.reading.train import (
     negatives,
     oracle,
     proposals_file,
+    ranked_by,
     removed,
     right,
     score,
@@ -226,6 +227,16 @@ def test_choosers_and_scores():
     assert score(records, oracle)["correct"] == 1.0
     assert score(records, alone("clause"))["correct"] == 0.0
     assert score(records, alone("reply"))["unanswerable_refused"] == 0.0
+
+
+def test_one_selector_chooses_and_another_decides_whether_to_answer():
+    records = _records(40)
+    pointwise, listwise = fit(records), fit(records, objective="listwise")
+    assert score(records, ranked_by(listwise, pointwise)) == score(records, with_selector(pointwise))
+    contrary = dataclasses.replace(listwise, coef=[-c for c in listwise.coef])  # ranks the clause first
+    chosen = score(records, ranked_by(contrary, pointwise))
+    assert chosen["correct"] == 0.0 and chosen["false_refusals"] == 0.0  # answers, with the ranker's choice
+    assert score(records, ranked_by(listwise, dataclasses.replace(pointwise, threshold=1.1)))["false_refusals"] == 1.0
 
 
 def test_judge_features_compare_the_models_log_probabilities_of_the_best_candidates():

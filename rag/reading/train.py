@@ -377,6 +377,17 @@ def with_selector(selector: Selector, threshold: float | None = None, judge: Rec
     return pick
 
 
+def ranked_by(ranker: Selector, refuser: Selector) -> Chooser:
+    """The ranker's best candidate, given only where the refuser would answer: a listwise selector choosing and a
+    pointwise one deciding whether to answer (measured, not shipped: evals/README.md)."""
+
+    def pick(record: dict, proposal: Proposal) -> Candidate | None:
+        values = described(record)[1]
+        return ranker.choose(proposal, 0.0, values)[1] if refuser.choose(proposal, None, values)[1] else None
+
+    return pick
+
+
 class Judgements:
     """The model's log-probabilities of candidates as its reply (rag.reading.select.judge_with), asked only for
     those not in a cache file (a JSON line per reply: the record, the reply's text, its log-probabilities)."""
